@@ -1,0 +1,130 @@
+# Copyright (c) mmpgnet contributors. All rights reserved.
+"""Cross-Distance-IoU loss of PGNet's guidance (pipeline) branch: ``mmpgnet.CDIoULoss``."""
+from typing import Optional
+
+import torch.nn as nn
+from mmdet.models.losses.utils import weighted_loss
+from torch import Tensor
+
+from mmpgnet.registry import register_model
+from .iou_loss_function import check_boxes, fused_iou_loss
+from .loss_utils import (check_reduction, has_no_positive, prepare_weight, resolve_reduction,
+                         zero_loss)
+
+#: Distances understood by :func:`cdiou_loss`.
+CDIOU_DISTANCES = ('center', 'corner')
+
+
+def _check_distance(distance: str) -> None:
+    if distance not in CDIOU_DISTANCES:
+        raise ValueError(f'distance must be one of {CDIOU_DISTANCES}, got {distance!r}')
+
+
+@weighted_loss
+def cdiou_loss(pred: Tensor,
+               target: Tensor,
+               eps: float = 1e-7,
+               distance: str = 'center') -> Tensor:
+    r"""Cross-Distance-IoU loss (PGNet, Eq. 5).
+
+    ``L = 1 - IoU + rho^2 / D^2``, D the diagonal of the smallest box enclosing both boxes.
+
+    * ``distance='center'`` (the paper): ``rho`` is the distance of the box centres. With
+      MMDetection's conventions (``eps`` added to the union and to ``D^2``) this is exactly the
+      DIoU loss (Zheng et al., AAAI 2020) and equals ``mmdet.models.losses.diou_loss``.
+    * ``distance='corner'``: ``rho^2`` is the mean of the squared distances of the top-left
+      corners and of the bottom-right corners. It is never smaller than the centre distance and,
+      unlike it, still penalises a size mismatch when the centres coincide.
+
+    Decorated with MMDetection's ``weighted_loss``: it also takes ``weight``, ``reduction`` and
+    ``avg_factor``.
+
+    Args:
+        pred (Tensor): predicted boxes ``(x1, y1, x2, y2)``, shape ``(n, 4)``.
+        target (Tensor): target boxes, shape ``(n, 4)``.
+        eps (float): added to the union and to ``D^2``. Defaults to 1e-7.
+        distance (str): ``'center'`` or ``'corner'``. Defaults to ``'center'``.
+
+    Returns:
+        Tensor: loss of each pair, shape ``(n,)`` (float32 for fp16/bf16 input).
+
+    Raises:
+        ValueError: wrong shapes, non-finite coordinates or an unknown ``distance``.
+    """
+    _check_distance(distance)
+    check_boxes(pred, target)
+    return fused_iou_loss(pred, target, f'cdiou_{distance}', eps)
+
+
+@register_model()
+class CDIoULoss(nn.Module):
+    """Cross-Distance-IoU loss module with MMDetection's loss interface.
+
+    Registered names (see :mod:`mmpgnet.registry`): ``type='mmpgnet.CDIoULoss'`` from any scope,
+    and bare ``type='CDIoULoss'`` in MMDetection and MMPose configs (neither package has that
+    name).
+
+    Behaviour follows ``mmdet.models.losses.DIoULoss`` (with ``distance='center'`` the values are
+    equal): a ``weight`` of shape ``(n,)`` or ``(n, 4)`` (averaged over the 4 coordinates),
+    ``avg_factor`` for the mean, ``reduction_override``, and a zero loss (keeping the graph) when
+    every weight is zero. In addition, an empty input gives a zero loss (not NaN) that still
+    backpropagates, wrong shapes or non-finite values raise ``ValueError``, and it may be called
+    as ``loss(pred, target)`` (MMPose's ``YOLOXPoseHead`` and ``RTMOHead`` do so with
+    ``reduction='sum'``).
+
+    Args:
+        eps (float): added to the union and to the squared diagonal. Defaults to 1e-6.
+        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. Defaults to ``'mean'``.
+        loss_weight (float): factor on the loss. Defaults to 1.0.
+        distance (str): ``'center'`` (paper, = DIoU) or ``'corner'``. Defaults to ``'center'``.
+    """
+
+    def __init__(self,
+                 eps: float = 1e-6,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 distance: str = 'center') -> None:
+        super().__init__()
+        check_reduction(reduction)
+        _check_distance(distance)
+        self.eps = eps
+        self.reduction = reduction
+        self.loss_weight = loss_weight
+        self.distance = distance
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None,
+                **kwargs) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            pred (Tensor): predicted boxes ``(x1, y1, x2, y2)``, shape ``(n, 4)``.
+            target (Tensor): target boxes, shape ``(n, 4)``.
+            weight (Tensor, optional): ``(n,)`` or ``(n, 4)`` weight. Defaults to None.
+            avg_factor (float, optional): divisor of the summed loss for ``'mean'``.
+            reduction_override (str, optional): replaces ``self.reduction`` for this call.
+
+        Returns:
+            Tensor: the loss (scalar, or ``(n,)`` for ``'none'``).
+        """
+        check_boxes(pred, target)
+        reduction = resolve_reduction(self.reduction, reduction_override)
+        if has_no_positive(weight):
+            prepare_weight(pred, weight)
+            return zero_loss(pred, weight)
+        weight = prepare_weight(pred, weight)
+        if pred.size(0) == 0 and reduction != 'none':
+            return zero_loss(pred, None)
+        return self.loss_weight * cdiou_loss(
+            pred,
+            target,
+            weight,
+            eps=self.eps,
+            reduction=reduction,
+            avg_factor=avg_factor,
+            distance=self.distance,
+            **kwargs)
