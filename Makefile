@@ -1,0 +1,34 @@
+# mmpgnet: the two commands a newcomer runs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mmpgnet-installed
+# A prebuilt mmcv 2.1.0 wheel may lie beside the checkout; without it mmcv builds from its sdist.
+MMCV_FIND_LINKS ?= $(wildcard ../shared/wheels)
+DEMO_WORK_DIR ?= work_dirs/demo
+DEMO_DATA ?= data/synthetic_coco
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo data lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements/*.txt setup.cfg pyproject.toml tools/install/install.sh tools/install/install_mmcv.sh
+	PYTHON=$(PYTHON) MMCV_FIND_LINKS="$(MMCV_FIND_LINKS)" bash tools/install/install.sh $(VENV)
+	@touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+data: install
+	$(PY) tools/dataset_converters/generate_synthetic_coco.py $(DEMO_DATA)
+
+demo: install
+	bash tools/demo.sh $(DEMO_DATA) $(DEMO_WORK_DIR)
+
+clean:
+	rm -rf work_dirs outputs .pytest_cache

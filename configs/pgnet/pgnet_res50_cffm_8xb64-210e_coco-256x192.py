@@ -1,0 +1,40 @@
+# PGNet top-down pose model: ResNet-50 + CFFM (single map) + "Deconv + 1x1 conv" heatmap head
+# (PGNet paper, Table 1), COCO 256x192, flip test. Everything else (data, schedule, codec,
+# optimizer, pretrained backbone) is MMPose's SimpleBaseline R50 config.
+#
+# How "one deconv + 1x1 conv" fits the heatmap size (48x64 = stride 4 of 192x256):
+# CFFM fuses C2..C5 (strides 4..32) in two cascades and merges them into one map at stride 8
+# (`single_level=1`); the head's single 4x4 stride-2 deconv brings it to stride 4 and a 1x1 conv
+# predicts the 17 heatmaps. Why stride 8 and not the finest stride 4:
+#   * the deconv then does a learned 2x upsampling, the decoder that SimpleBaseline showed to work,
+#     instead of being a stride-1 conv in disguise;
+#   * the merge node and the deconv run on 4x fewer positions: the whole neck + head costs
+#     ~0.6 G multiply-adds vs ~1.3 G for SimpleBaseline's three 256-channel deconvs, so the model
+#     stays under SimpleBaseline R50 in parameters, FLOPs and CPU latency
+#     (tools/analysis/neck_complexity.py, docs/cffm.md);
+#   * C2's stride-4 detail is still fused: it enters both passes of each cascade and is
+#     max-pooled into the stride-8 merge.
+# 128 channels: the depthwise-separable nodes are cheap, and 128 keeps 2 cascades within budget.
+_base_ = ['mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py']
+
+custom_imports = dict(imports=['mmpgnet'], allow_failed_imports=False)
+
+neck_channels = 128
+
+model = dict(
+    backbone=dict(out_indices=(0, 1, 2, 3)),  # C2..C5 (mmpose's ResNet returns only C5 by default)
+    neck=dict(
+        type='CFFM',
+        in_channels=[256, 512, 1024, 2048],
+        out_channels=neck_channels,
+        num_cascades=2,
+        out_mode='single',
+        single_level=1,  # stride 8; the head's deconv brings it to stride 4
+        norm_cfg=dict(type='BN'),
+        act_cfg=dict(type='ReLU')),
+    head=dict(
+        in_channels=neck_channels,
+        deconv_out_channels=(neck_channels, ),
+        deconv_kernel_sizes=(4, ),
+        conv_out_channels=None,  # then HeatmapHead's final 1x1 conv to 17 channels
+        conv_kernel_sizes=None))

@@ -1,0 +1,5 @@
+"""mmpgnet necks."""
+from .cffm import CFFM
+from .cffm_fusion_node import CFFMFusionNode
+
+__all__ = ['CFFM', 'CFFMFusionNode']

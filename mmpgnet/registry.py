@@ -1,0 +1,166 @@
+"""Registries of mmpgnet and the rule that makes its components visible from mmdet and mmpose.
+
+The naming rule (also in the README):
+
+* Every component lives in an ``mmpgnet`` child of MMEngine's root registries, so a config of any
+  scope reaches it with the scope prefix: ``type='mmpgnet.CFFM'``, ``type='mmpgnet.GIoULoss'``.
+* Models (necks, heads, losses, detectors) are also registered under their bare name in the
+  ``MODELS`` registries of ``mmdet`` and ``mmpose``, *unless that scope already has the name*
+  (mmdet has its own ``GIoULoss``; ours is then only ``mmpgnet.GIoULoss`` there, never a silent
+  replacement of mmdet's).
+* Norm layers, hooks and model wrappers are registered in MMEngine's *root* registries under
+  their bare name as well, because that is where mmcv's ``build_norm_layer`` and MMEngine's
+  ``Runner`` look them up from every scope (``norm_cfg=dict(type='CBN')``,
+  ``custom_hooks=[dict(type='CBNHook')]``). A bare name that the root already holds is refused
+  with an error instead of being overwritten.
+
+Use :func:`register_model`, :func:`register_norm_layer`, :func:`register_hook` and
+:func:`register_model_wrapper` as class decorators; ``import mmpgnet`` runs them all.
+"""
+from typing import Callable, Iterable, Optional, Type
+
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import Registry
+
+#: Downstream scopes whose MODELS registries receive our models under their bare names.
+DOWNSTREAM_SCOPES = ('mmdet', 'mmpose')
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmpgnet', locations=['mmpgnet.models'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmpgnet', locations=['mmpgnet.engine'])
+MODEL_WRAPPERS = Registry(
+    'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmpgnet', locations=['mmpgnet.engine'])
+DATASETS = Registry(
+    'dataset', parent=MMENGINE_DATASETS, scope='mmpgnet', locations=['mmpgnet.datasets'])
+TRANSFORMS = Registry(
+    'transform', parent=MMENGINE_TRANSFORMS, scope='mmpgnet', locations=['mmpgnet.datasets'])
+METRICS = Registry(
+    'metric', parent=MMENGINE_METRICS, scope='mmpgnet', locations=['mmpgnet.evaluation'])
+
+
+def downstream_models_registry(scope: str) -> Registry:
+    """Return the ``MODELS`` registry of a downstream OpenMMLab scope.
+
+    Args:
+        scope (str): ``'mmdet'`` or ``'mmpose'``.
+
+    Returns:
+        Registry: that package's ``MODELS`` registry.
+    """
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS as registry
+    elif scope == 'mmpose':
+        from mmpose.registry import MODELS as registry
+    else:
+        raise ValueError(f'unknown downstream scope {scope!r}; expected one of {DOWNSTREAM_SCOPES}')
+    return registry
+
+
+def _register_bare(registry: Registry, cls: type, name: str, strict: bool) -> bool:
+    """Register ``cls`` as ``name`` in ``registry`` unless the name is taken there.
+
+    Args:
+        registry (Registry): target registry.
+        cls (type): the class to register.
+        name (str): the bare name.
+        strict (bool): raise ``KeyError`` if the name is taken by another class.
+
+    Returns:
+        bool: whether ``cls`` is reachable as ``name`` in ``registry`` afterwards.
+    """
+    existing = registry.module_dict.get(name)
+    if existing is cls:
+        return True
+    if existing is not None:
+        if strict:
+            raise KeyError(f'{name!r} is already registered in the {registry.scope}::{registry.name} '
+                           f'registry by {existing.__module__}; mmpgnet will not replace it')
+        return False
+    registry.register_module(name=name, module=cls)
+    return True
+
+
+def register_model(name: Optional[str] = None,
+                   scopes: Iterable[str] = DOWNSTREAM_SCOPES) -> Callable[[Type], Type]:
+    """Class decorator for models: ``mmpgnet.<name>`` everywhere, bare ``<name>`` in mmdet/mmpose.
+
+    Args:
+        name (str, optional): registered name; the class name by default.
+        scopes (Iterable[str]): downstream scopes that also get the bare name when it is free.
+
+    Returns:
+        Callable: the decorator, which returns the class unchanged.
+    """
+
+    def decorator(cls: Type) -> Type:
+        key = name or cls.__name__
+        MODELS.register_module(name=key, module=cls)
+        for scope in scopes:
+            _register_bare(downstream_models_registry(scope), cls, key, strict=False)
+        return cls
+
+    return decorator
+
+
+def register_norm_layer(name: Optional[str] = None) -> Callable[[Type], Type]:
+    """Class decorator for norm layers: bare name in MMEngine's root ``MODELS`` (and ``mmpgnet.``).
+
+    mmcv's ``build_norm_layer`` resolves ``norm_cfg['type']`` in the current scope's registry and
+    then its parents, so the root registry is the one place visible from mmdet and mmpose alike.
+
+    Args:
+        name (str, optional): registered name; the class name by default.
+
+    Returns:
+        Callable: the decorator.
+    """
+
+    def decorator(cls: Type) -> Type:
+        key = name or cls.__name__
+        MODELS.register_module(name=key, module=cls)
+        _register_bare(MMENGINE_MODELS, cls, key, strict=True)
+        return cls
+
+    return decorator
+
+
+def register_hook(name: Optional[str] = None) -> Callable[[Type], Type]:
+    """Class decorator for hooks: bare name in MMEngine's root ``HOOKS`` (and ``mmpgnet.``).
+
+    Args:
+        name (str, optional): registered name; the class name by default.
+
+    Returns:
+        Callable: the decorator.
+    """
+
+    def decorator(cls: Type) -> Type:
+        key = name or cls.__name__
+        HOOKS.register_module(name=key, module=cls)
+        _register_bare(MMENGINE_HOOKS, cls, key, strict=True)
+        return cls
+
+    return decorator
+
+
+def register_model_wrapper(name: Optional[str] = None) -> Callable[[Type], Type]:
+    """Class decorator for model wrappers: bare name in MMEngine's root ``MODEL_WRAPPERS``.
+
+    Args:
+        name (str, optional): registered name; the class name by default.
+
+    Returns:
+        Callable: the decorator.
+    """
+
+    def decorator(cls: Type) -> Type:
+        key = name or cls.__name__
+        MODEL_WRAPPERS.register_module(name=key, module=cls)
+        _register_bare(MMENGINE_MODEL_WRAPPERS, cls, key, strict=True)
+        return cls
+
+    return decorator
