@@ -1,0 +1,2 @@
+"""mmpgnet hooks."""
+from . import cbn_hook  # noqa: F401

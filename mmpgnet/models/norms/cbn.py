@@ -1,0 +1,377 @@
+"""Cross-Iteration Batch Normalization (CBN, Yao et al., CVPR 2021).
+
+CBN estimates the batch statistics of a layer from the current mini-batch *and* the last
+``buffer_num`` mini-batches. Statistics of a past iteration ``t - tau`` were computed with the
+weights ``theta_{t-tau}`` of the convolution that feeds the layer; they are moved to the current
+weights ``theta_t`` by a first-order Taylor step::
+
+    mu_{t-tau}(theta_t) ~ mu_{t-tau} + d mu_{t-tau} / d theta . (theta_t - theta_{t-tau})
+    nu_{t-tau}(theta_t) ~ nu_{t-tau} + d nu_{t-tau} / d theta . (theta_t - theta_{t-tau})
+
+with ``mu`` the per-channel mean and ``nu`` the per-channel second moment ``E[y^2]``. As in the
+paper, only the gradient of channel ``c`` with respect to the ``c``-th filter ``W_c`` is used, and
+it has a closed form for a convolution ``y_c = W_c . P + b_c`` (``P`` the input patch)::
+
+    d mu_c / d W_c = E[P]            (the mean input patch, the same for every filter of a group)
+    d nu_c / d W_c = 2 E[y_c P]      (a weight-gradient of the conv with ``grad_output = y``)
+
+Both are computed exactly with one ``convolution_backward`` call each (weight gradient only),
+instead of the two ``autograd.grad`` passes of the authors' code; the second is the only costly
+one (as many FLOPs as the conv's forward). A past entry is stored as its statistics, these
+gradients and the dot products ``grad . theta_{t-tau}``, so the weights need not be stored.
+
+The compensated entries and the current one are averaged after clamping ``nu >= mu^2`` per entry
+(Eq. 11 of the paper); the variance is ``mean(nu) - mean(mu)^2``. Gradients flow through the
+current iteration's statistics only. Everything CBN needs to continue a run lives in buffers, so a
+checkpoint resumes exactly; the link to the conv (see :func:`link_cbn_layers` and ``CBNHook``) is
+a weak reference that is re-made when a run starts.
+"""
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmpgnet.registry import register_norm_layer
+
+#: Window buffers whose shape depends on the linked conv (allocated at link or load time).
+_CONV_SHAPED_BUFFERS = ('win_dmu', 'win_dnu')
+#: Buffers that a checkpoint of a plain BN lacks; missing ones mean "fresh window".
+_CBN_BUFFERS = ('iter_count', 'win_pos', 'win_valid', 'win_mu', 'win_nu', 'win_dmu_w',
+                'win_dnu_w', 'win_bias') + _CONV_SHAPED_BUFFERS
+
+
+def unsupported_conv_reason(conv: nn.Module) -> Optional[str]:
+    """Say why a module cannot feed a compensated CBN, or ``None`` if it can.
+
+    Supported: ``nn.Conv2d`` and mmcv's ``Conv2d`` wrapper with numeric padding (any padding mode,
+    stride, dilation and groups). Convs that transform their weight in ``forward`` (weight
+    standardisation), deformable and transposed convs are not.
+
+    Args:
+        conv (nn.Module): candidate module.
+
+    Returns:
+        str, optional: the reason, or ``None`` when supported.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        return f'it is fed by a {type(conv).__name__}, not a Conv2d'
+    plain_forwards = [nn.Conv2d.forward]
+    try:
+        from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
+        plain_forwards.append(MMCVConv2d.forward)
+    except ImportError:  # pragma: no cover - mmcv is a dependency
+        pass
+    if type(conv).forward not in plain_forwards or \
+            type(conv)._conv_forward is not nn.Conv2d._conv_forward:
+        return f'{type(conv).__name__} changes its weight in forward'
+    if isinstance(conv.padding, str):
+        return f'string padding {conv.padding!r} is not supported'
+    return None
+
+
+@register_norm_layer()
+class CBN(_BatchNorm):
+    """Cross-Iteration Batch Normalization for 4D inputs (``norm_cfg=dict(type='CBN')``).
+
+    Until it is linked to the conv that feeds it (``CBNHook`` does this before training), during
+    the first ``burnin_iters`` training forwards and with ``buffer_num=0`` it is a plain
+    ``BatchNorm2d``. In eval mode it uses the running statistics, which are always updated with
+    the current batch's statistics, as in BN.
+
+    Args:
+        num_features (int): number of channels ``C``.
+        eps (float): added to the variance. Defaults to 1e-5.
+        momentum (float, optional): running-statistics momentum; ``None`` for a cumulative
+            average. Defaults to 0.1.
+        affine (bool): learnable scale and shift. Defaults to True.
+        track_running_stats (bool): keep running statistics for eval. Defaults to True.
+        buffer_num (int): number of past iterations ``k`` combined with the current one.
+            Defaults to 3.
+        burnin_iters (int): training forwards run as plain BN before compensation starts (the
+            window is filled during the last ``buffer_num`` of them). Defaults to 0.
+        device (torch.device, optional): device of parameters and buffers.
+        dtype (torch.dtype, optional): dtype of parameters and running statistics.
+    """
+
+    _abbr_ = 'cbn'
+
+    def __init__(self,
+                 num_features: int,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1,
+                 affine: bool = True,
+                 track_running_stats: bool = True,
+                 buffer_num: int = 3,
+                 burnin_iters: int = 0,
+                 device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        if not isinstance(buffer_num, int) or buffer_num < 0:
+            raise ValueError(f'buffer_num must be an int >= 0, got {buffer_num!r}')
+        if not isinstance(burnin_iters, int) or burnin_iters < 0:
+            raise ValueError(f'burnin_iters must be an int >= 0, got {burnin_iters!r}')
+        self.buffer_num = buffer_num
+        self.burnin_iters = burnin_iters
+        k, c = buffer_num, num_features
+        f32 = dict(device=device, dtype=torch.float32)
+        self.register_buffer('iter_count', torch.zeros((), dtype=torch.long, device=device))
+        self.register_buffer('win_pos', torch.zeros((), dtype=torch.long, device=device))
+        self.register_buffer('win_valid', torch.zeros(k, dtype=torch.bool, device=device))
+        for name in ('win_mu', 'win_nu', 'win_dmu_w', 'win_dnu_w', 'win_bias'):
+            self.register_buffer(name, torch.zeros(k, c, **f32))
+        for name in _CONV_SHAPED_BUFFERS:
+            self.register_buffer(name, torch.zeros(k, 0, 0, **f32))
+        self._conv_ref: Optional[weakref.ReferenceType] = None
+        self._hook_handle = None
+        self._conv_io: Optional[Tuple[Tensor, Tensor]] = None
+        self.compensating = False  # whether the last training forward used past iterations
+
+    # ------------------------------------------------------------------ linking
+    @property
+    def conv(self) -> Optional[nn.Conv2d]:
+        """nn.Conv2d, optional: the linked conv (weakly referenced), if any."""
+        return None if self._conv_ref is None else self._conv_ref()
+
+    def link_conv(self, conv: nn.Conv2d) -> None:
+        """Link this layer to the conv whose output it normalises.
+
+        The conv is held by a weak reference (it stays out of this layer's ``state_dict``), and
+        a forward hook on it hands its input to this layer. Its weight is read at forward time,
+        so ``model.to(device)`` and optimizer steps are seen.
+
+        Args:
+            conv (nn.Conv2d): the conv feeding this layer.
+
+        Raises:
+            ValueError: if the conv is unsupported or its channels do not match.
+        """
+        reason = unsupported_conv_reason(conv)
+        if reason is not None:
+            raise ValueError(f'cannot link CBN to {type(conv).__name__}: {reason}')
+        if conv.out_channels != self.num_features:
+            raise ValueError(f'conv has {conv.out_channels} output channels, CBN has '
+                             f'{self.num_features} features')
+        self.unlink_conv()
+        self._conv_ref = weakref.ref(conv)
+        self_ref = weakref.ref(self)
+
+        def _capture(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
+            cbn = self_ref()
+            if cbn is not None and cbn.training and cbn.conv is module:
+                cbn._conv_io = (args[0], output)
+
+        self._hook_handle = conv.register_forward_hook(_capture)
+        groups = conv.groups
+        dim = conv.weight[0].numel()
+        k = self.buffer_num
+        if tuple(self.win_dnu.shape) != (k, self.num_features, dim) or \
+                tuple(self.win_dmu.shape) != (k, groups, dim):
+            device = self.win_mu.device
+            self.win_dnu = torch.zeros(k, self.num_features, dim, device=device)
+            self.win_dmu = torch.zeros(k, groups, dim, device=device)
+            self.reset_window()
+
+    def unlink_conv(self) -> None:
+        """Drop the link to the conv (the layer becomes a plain BN); keeps the window."""
+        if self._hook_handle is not None:
+            self._hook_handle.remove()
+        self._hook_handle = None
+        self._conv_ref = None
+        self._conv_io = None
+
+    def reset_window(self) -> None:
+        """Forget the past iterations (the next forwards refill the window)."""
+        self.win_valid.zero_()
+        self.win_pos.zero_()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickle/deepcopy without the (weak) link: a copy starts unlinked."""
+        state = self.__dict__.copy()
+        state.update(_conv_ref=None, _hook_handle=None, _conv_io=None)
+        return state
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_from_state_dict(self, state_dict: Dict[str, Tensor], prefix: str,
+                              local_metadata: Dict, strict: bool, missing_keys: List[str],
+                              unexpected_keys: List[str], error_msgs: List[str]) -> None:
+        """Load like BN; resize conv-shaped window buffers; a BN checkpoint gives a fresh window.
+
+        Args:
+            state_dict (dict): the (sub-)state dict.
+            prefix (str): this module's key prefix.
+            local_metadata (dict): metadata of this module.
+            strict (bool): strict loading.
+            missing_keys (list[str]): collects missing keys.
+            unexpected_keys (list[str]): collects unexpected keys.
+            error_msgs (list[str]): collects errors.
+        """
+        for name in _CONV_SHAPED_BUFFERS:
+            value = state_dict.get(prefix + name)
+            if value is not None and value.shape != getattr(self, name).shape:
+                setattr(self, name, torch.zeros_like(value, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        absent = [prefix + name for name in _CBN_BUFFERS if prefix + name in missing_keys]
+        if absent:
+            for key in absent:
+                missing_keys.remove(key)
+            if prefix + 'iter_count' in absent:
+                self.iter_count.zero_()
+            self.reset_window()
+
+    # ------------------------------------------------------------------ forward
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() != 4:
+            raise ValueError(f'CBN expects a 4D (N, C, H, W) input, got {input.dim()}D')
+
+    def extra_repr(self) -> str:
+        return (f'{super().extra_repr()}, buffer_num={self.buffer_num}, '
+                f'burnin_iters={self.burnin_iters}')
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``x`` (N, C, H, W).
+
+        Args:
+            x (Tensor): the output of the linked conv (any 4D tensor if unlinked).
+
+        Returns:
+            Tensor: the normalised tensor, same shape.
+        """
+        self._check_input_dim(x)
+        conv_io, self._conv_io = self._conv_io, None
+        self.compensating = False
+        if not self.training:
+            return super().forward(x)
+        step = int(self.iter_count)
+        self.iter_count += 1
+        conv = self.conv
+        linked = (self.buffer_num > 0 and conv is not None and conv_io is not None
+                  and conv_io[1] is x)
+        record = linked and step >= self.burnin_iters - self.buffer_num
+        use_window = record and step >= self.burnin_iters and bool(self.win_valid.any())
+        if not record and x.shape[0] * x.shape[2] * x.shape[3] > 1:
+            return super().forward(x)
+        var_t, mu_t = torch.var_mean(x.float(), dim=(0, 2, 3), unbiased=False)
+        nu_t = var_t + mu_t * mu_t
+        mu, var = mu_t, var_t
+        if use_window:
+            with torch.no_grad():
+                mu_past, nu_past = self._compensated_window(conv)
+            mus = torch.cat([mu_t[None], mu_past])
+            nus = torch.maximum(torch.cat([nu_t[None], nu_past]), mus * mus)
+            mu = mus.mean(0)
+            var = (nus.mean(0) - mu * mu).clamp_min(0)
+            self.compensating = True
+        self._update_running_stats(mu_t.detach(), var_t.detach(), x)
+        if record:
+            with torch.no_grad():
+                self._record(conv, conv_io[0], x, mu_t.detach(), nu_t.detach())
+        return self._normalize(x, mu, var)
+
+    def _normalize(self, x: Tensor, mu: Tensor, var: Tensor) -> Tensor:
+        """Apply ``(x - mu) / sqrt(var + eps) * weight + bias`` per channel."""
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -mu * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
+
+    def _update_running_stats(self, mu: Tensor, var: Tensor, x: Tensor) -> None:
+        """Update running statistics with the current batch, as BN does (unbiased variance)."""
+        if not self.track_running_stats:
+            return
+        m = x.shape[0] * x.shape[2] * x.shape[3]
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+            else:
+                factor = self.momentum
+            unbiased = var * (m / max(m - 1, 1))
+            self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+
+    def _conv_params(self, conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
+        """Current weight (C, D) and bias (C,) of the conv, detached, float32."""
+        weight = conv.weight.detach().float().reshape(self.num_features, -1)
+        if conv.bias is None:
+            bias = weight.new_zeros(self.num_features)
+        else:
+            bias = conv.bias.detach().float()
+        return weight, bias
+
+    def _dot_mean_patch(self, dmu: Tensor, weight: Tensor) -> Tensor:
+        """Per-channel ``dmu[group(c)] . W_c`` for ``dmu`` of shape (K, G, D) -> (K, C)."""
+        k, groups, dim = dmu.shape
+        w = weight.view(groups, self.num_features // groups, dim)
+        return torch.einsum('kgd,gjd->kgj', dmu, w).reshape(k, self.num_features)
+
+    def _compensated_window(self, conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
+        """Statistics of the valid past iterations, moved to the conv's current weights.
+
+        Args:
+            conv (nn.Conv2d): the linked conv.
+
+        Returns:
+            tuple[Tensor, Tensor]: compensated means and second moments, each (k_valid, C).
+        """
+        valid = self.win_valid
+        weight, bias = self._conv_params(conv)
+        d_bias = bias[None] - self.win_bias[valid]
+        mu = (self.win_mu[valid] + self._dot_mean_patch(self.win_dmu[valid], weight)
+              - self.win_dmu_w[valid] + d_bias)
+        nu = (self.win_nu[valid] + torch.einsum('kcd,cd->kc', self.win_dnu[valid], weight)
+              - self.win_dnu_w[valid] + 2 * self.win_mu[valid] * d_bias)
+        return mu, nu
+
+    def _stat_grads(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+        """Exact ``d mu_c / d W_c`` (G, D) and ``d nu_c / d W_c`` (C, D) for this batch.
+
+        Args:
+            conv (nn.Conv2d): the linked conv.
+            conv_in (Tensor): its input in this forward.
+            y (Tensor): its output (this layer's input).
+
+        Returns:
+            tuple[Tensor, Tensor]: mean-patch per group and second-moment gradients, float32.
+        """
+        padding = conv.padding
+        if conv.padding_mode != 'zeros':
+            conv_in = F.pad(conv_in, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+            padding = (0, 0)
+        groups, c = conv.groups, self.num_features
+        m = y.shape[0] * y.shape[2] * y.shape[3]
+        in_per_group = conv.weight.shape[1]
+        kernel = conv.weight.shape[2:]
+        ones = y.new_ones(y.shape[0], groups, y.shape[2], y.shape[3])
+        dmu = torch.nn.grad.conv2d_weight(conv_in, (groups, in_per_group, *kernel), ones,
+                                          conv.stride, padding, conv.dilation, groups)
+        dnu = torch.nn.grad.conv2d_weight(conv_in, conv.weight.shape, y.detach(), conv.stride,
+                                          padding, conv.dilation, groups)
+        return dmu.float().reshape(groups, -1) / m, dnu.float().reshape(c, -1) * (2.0 / m)
+
+    def _record(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor, mu: Tensor,
+                nu: Tensor) -> None:
+        """Write this iteration's statistics and their gradients into the window ring."""
+        slot = int(self.win_pos) % self.buffer_num
+        weight, bias = self._conv_params(conv)
+        if conv.weight.requires_grad:
+            dmu, dnu = self._stat_grads(conv, conv_in, y)
+            self.win_dmu[slot].copy_(dmu)
+            self.win_dnu[slot].copy_(dnu)
+        else:  # frozen conv: the weights never change, the compensation term is zero
+            self.win_dmu[slot].zero_()
+            self.win_dnu[slot].zero_()
+        self.win_mu[slot].copy_(mu)
+        self.win_nu[slot].copy_(nu)
+        self.win_dmu_w[slot].copy_(self._dot_mean_patch(self.win_dmu[slot:slot + 1], weight)[0])
+        self.win_dnu_w[slot].copy_(
+            torch.einsum('kcd,cd->kc', self.win_dnu[slot:slot + 1], weight)[0])
+        self.win_bias[slot].copy_(bias)
+        self.win_valid[slot] = True
+        self.win_pos += 1
