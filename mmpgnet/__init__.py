@@ -1,1 +1,10 @@
+"""mmpgnet: PGNet components for MMPose and MMDetection.
+
+``import mmpgnet`` (or ``custom_imports = dict(imports=['mmpgnet'])`` in a config) registers every
+component: see :mod:`mmpgnet.registry` for the naming rule.
+"""
 from .version import __version__  # noqa: F401
+from .utils import checkpoint_safety  # noqa: F401  (lets torch.load read MMEngine checkpoints)
+from . import datasets, engine, models  # noqa: F401,E402
+
+__all__ = ['__version__']

@@ -24,6 +24,7 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
@@ -34,6 +35,8 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmpgnet', locations=['
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmpgnet', locations=['mmpgnet.engine'])
 MODEL_WRAPPERS = Registry(
     'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmpgnet', locations=['mmpgnet.engine'])
+OPTIM_WRAPPERS = Registry(
+    'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmpgnet', locations=['mmpgnet.engine'])
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, scope='mmpgnet', locations=['mmpgnet.datasets'])
 TRANSFORMS = Registry(
@@ -119,10 +122,17 @@ def register_norm_layer(name: Optional[str] = None) -> Callable[[Type], Type]:
         Callable: the decorator.
     """
 
+    return _register_in_root(MODELS, MMENGINE_MODELS, name)
+
+
+def _register_in_root(ours: Registry, root: Registry,
+                      name: Optional[str]) -> Callable[[Type], Type]:
+    """Decorator registering a class in our registry and, bare, in MMEngine's root one."""
+
     def decorator(cls: Type) -> Type:
         key = name or cls.__name__
-        MODELS.register_module(name=key, module=cls)
-        _register_bare(MMENGINE_MODELS, cls, key, strict=True)
+        ours.register_module(name=key, module=cls)
+        _register_bare(root, cls, key, strict=True)
         return cls
 
     return decorator
@@ -137,14 +147,7 @@ def register_hook(name: Optional[str] = None) -> Callable[[Type], Type]:
     Returns:
         Callable: the decorator.
     """
-
-    def decorator(cls: Type) -> Type:
-        key = name or cls.__name__
-        HOOKS.register_module(name=key, module=cls)
-        _register_bare(MMENGINE_HOOKS, cls, key, strict=True)
-        return cls
-
-    return decorator
+    return _register_in_root(HOOKS, MMENGINE_HOOKS, name)
 
 
 def register_model_wrapper(name: Optional[str] = None) -> Callable[[Type], Type]:
@@ -156,11 +159,16 @@ def register_model_wrapper(name: Optional[str] = None) -> Callable[[Type], Type]
     Returns:
         Callable: the decorator.
     """
+    return _register_in_root(MODEL_WRAPPERS, MMENGINE_MODEL_WRAPPERS, name)
 
-    def decorator(cls: Type) -> Type:
-        key = name or cls.__name__
-        MODEL_WRAPPERS.register_module(name=key, module=cls)
-        _register_bare(MMENGINE_MODEL_WRAPPERS, cls, key, strict=True)
-        return cls
 
-    return decorator
+def register_optim_wrapper(name: Optional[str] = None) -> Callable[[Type], Type]:
+    """Class decorator for optimizer wrappers: bare name in MMEngine's root ``OPTIM_WRAPPERS``.
+
+    Args:
+        name (str, optional): registered name; the class name by default.
+
+    Returns:
+        Callable: the decorator.
+    """
+    return _register_in_root(OPTIM_WRAPPERS, MMENGINE_OPTIM_WRAPPERS, name)

@@ -1,0 +1,8 @@
+"""Datasets: the synthetic COCO-format person generator."""
+from .synthetic_coco import (COCO_KEYPOINT_NAMES, COCO_SKELETON, SyntheticCocoConfig,
+                             generate_split, generate_synthetic_coco, render_image)
+
+__all__ = [
+    'COCO_KEYPOINT_NAMES', 'COCO_SKELETON', 'SyntheticCocoConfig', 'generate_split',
+    'generate_synthetic_coco', 'render_image'
+]

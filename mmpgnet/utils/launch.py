@@ -1,0 +1,126 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: arguments, config set-up, CPU launch."""
+import argparse
+import os
+import os.path as osp
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, DictAction
+
+from .synthetic_data import use_synthetic_data
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments both tools take: config, work dir, options, launcher, synthetic data.
+
+    Args:
+        parser (argparse.ArgumentParser): the tool's parser.
+    """
+    parser.add_argument('config', help='config file (may inherit mmpose:: / mmdet:: configs)')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--synthetic-data',
+        metavar='DIR',
+        help='read every COCO dataloader and metric from a dataset made by '
+        'tools/dataset_converters/generate_synthetic_coco.py instead of the paths in the config')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value pairs (e.g. train_cfg.max_iters=10)')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher (tools/dist_train.sh and dist_test.sh use pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def resolve_config_path(config: str) -> str:
+    """Resolve a config path, also of the ``mmpose::path`` / ``mmdet::path`` form.
+
+    Args:
+        config (str): a file path, or ``<package>::<path inside its .mim/configs>``.
+
+    Returns:
+        str: the path of an existing config file.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+    """
+    path = config
+    if '::' in config:
+        from mmengine.utils import get_installed_path
+        package, rel_path = config.split('::', 1)
+        path = osp.join(get_installed_path(package), '.mim', 'configs', rel_path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {config} does not exist'
+                                + (f' (looked at {path})' if path != config else ''))
+    return path
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Load the config and apply the common arguments to it.
+
+    Args:
+        args (argparse.Namespace): parsed arguments of :func:`add_common_args`.
+
+    Returns:
+        Config: the config with launcher, options, work dir and data applied.
+
+    Raises:
+        FileNotFoundError: if the config file or a synthetic annotation file does not exist.
+    """
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = Config.fromfile(resolve_config_path(args.config))
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.synthetic_data:
+        use_synthetic_data(cfg, args.synthetic_data)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    setup_cpu_distributed(cfg)
+    return cfg
+
+
+def setup_cpu_distributed(cfg: Config, timeout_s: Optional[int] = None) -> None:
+    """Make a distributed run work on CPU processes.
+
+    MMEngine's launcher calls ``torch.cuda.set_device`` (fails without a GPU) and uses nccl, and
+    its ``Runner`` hands ``device_ids`` to DDP (rejected for CPU modules). Without CUDA this
+    initialises the gloo process group itself (the Runner then skips its own init) and, unless the
+    config names a wrapper, wraps the model in :class:`DeviceAgnosticDDP`. With CUDA it changes
+    nothing.
+
+    Args:
+        cfg (Config): the config (``cfg.launcher`` set); modified in place.
+        timeout_s (int, optional): collective timeout, so that a dead rank ends the job with an
+            error instead of a hang; default ``env_cfg.dist_cfg.timeout`` or 300 s.
+    """
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='DeviceAgnosticDDP')
+    if cfg.launcher == 'pytorch' and not dist.is_initialized():
+        from datetime import timedelta
+        seconds = timeout_s or int(dist_cfg.get('timeout', 300))
+        dist.init_process_group(backend='gloo', timeout=timedelta(seconds=seconds))
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch the optimizer wrapper to mixed precision: CUDA fp16 or CPU bfloat16 autocast.
+
+    Args:
+        cfg (Config): the config; modified in place.
+    """
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    else:
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+        cfg.optim_wrapper.pop('loss_scale', None)

@@ -1,0 +1,54 @@
+"""Evaluate a checkpoint of an MMPose or MMDetection config with the config's metric.
+
+Examples::
+
+    python tools/test.py CONFIG work_dirs/x/epoch_1.pth
+    python tools/test.py CONFIG CKPT --synthetic-data data/synthetic_coco --out results.json
+    bash tools/dist_test.sh CONFIG CKPT 2
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (repo root)
+
+import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmpgnet.utils.launch import add_common_args, load_config  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv (list[str], optional): arguments; ``sys.argv[1:]`` by default.
+
+    Returns:
+        argparse.Namespace: the arguments.
+    """
+    parser = argparse.ArgumentParser(description='Evaluate a checkpoint with MMEngine')
+    add_common_args(parser)
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='write the metrics as JSON to this file')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    cfg = load_config(args)
+    cfg.load_from = args.checkpoint
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    metrics = runner.test()
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

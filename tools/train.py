@@ -1,0 +1,64 @@
+"""Train an MMPose or MMDetection config (with mmpgnet components) on MMEngine's Runner.
+
+Examples::
+
+    python tools/train.py configs/pgnet/pgnet_res50_cffm_8xb64-210e_coco-256x192.py
+    python tools/train.py CONFIG --synthetic-data data/synthetic_coco --work-dir work_dirs/x
+    python tools/train.py CONFIG --resume                # the latest checkpoint of the work dir
+    python tools/train.py CONFIG --resume path/to/epoch_3.pth
+    bash tools/dist_train.sh CONFIG 2 --synthetic-data data/synthetic_coco
+
+The registry scope comes from the config's ``default_scope`` (``mmpose`` or ``mmdet``).
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (repo root)
+
+import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmpgnet.utils.launch import add_common_args, enable_amp, load_config  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv (list[str], optional): arguments; ``sys.argv[1:]`` by default.
+
+    Returns:
+        argparse.Namespace: the arguments.
+    """
+    parser = argparse.ArgumentParser(description='Train a model with MMEngine')
+    add_common_args(parser)
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='mixed precision: fp16 AmpOptimWrapper on CUDA, bfloat16 autocast on CPU')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint, or (no value) from the latest one in the work dir')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args)
+    if args.amp:
+        enable_amp(cfg)
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume: checkpoint {args.resume} does not exist')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
