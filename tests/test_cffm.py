@@ -1,0 +1,255 @@
+"""Tests of the CFFM neck: shapes, gradients, errors, cross-scale fusion, stock configs, training."""
+import copy
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hub import get_config
+from mmengine.registry import init_default_scope
+
+import mmpgnet  # noqa: F401  (registers CFFM)
+from mmpgnet.models.necks import CFFM, CFFMFusionNode
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+R50_CHANNELS = [256, 512, 1024, 2048]
+POSE_CONFIG = 'configs/pgnet/pgnet_res50_cffm_8xb64-210e_coco-256x192.py'
+
+
+def _rand_levels(channels, sizes, batch=2, seed=0):
+    """Random feature maps, level i of shape (batch, channels[i], *sizes[i])."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch, c, *s, generator=gen) for c, s in zip(channels, sizes)]
+
+
+def _check_grads(neck, inputs, outs):
+    """Backward from all outputs; every neck parameter and every input must get a gradient."""
+    sum(out.float().square().mean() for out in outs).backward()
+    for name, param in neck.named_parameters():
+        assert param.grad is not None, f'no gradient for {name}'
+        assert torch.isfinite(param.grad).all(), f'non-finite gradient for {name}'
+    for i, x in enumerate(inputs):
+        assert x.grad is not None and x.grad.abs().sum() > 0, f'no gradient reaches input {i}'
+
+
+# ---------------------------------------------------------------------------------------------
+# backbones
+# ---------------------------------------------------------------------------------------------
+def _backbone_features(kind, img_hw):
+    """Features of a real backbone (no pretrained weights) on a small image."""
+    if kind == 'resnet50':
+        from mmdet.models.backbones import ResNet
+        backbone = ResNet(depth=50, out_indices=(0, 1, 2, 3), norm_eval=False)
+    elif kind == 'hrnet_w32':
+        from mmpose.registry import MODELS
+        cfg = get_config('mmpose::body_2d_keypoint/topdown_heatmap/coco/'
+                         'td-hm_hrnet-w32_8xb64-210e_coco-256x192.py').model.backbone
+        cfg.init_cfg = None
+        cfg.extra.stage4.multiscale_output = True  # all four branches, strides 4..32
+        backbone = MODELS.build(cfg)
+    elif kind == 'cspnext':
+        from mmpose.registry import MODELS
+        cfg = get_config('mmpose::body_2d_keypoint/rtmpose/coco/'
+                         'rtmpose-m_8xb256-420e_coco-256x192.py').model.backbone
+        cfg.init_cfg = None
+        cfg.norm_cfg = dict(type='BN')
+        cfg.out_indices = (2, 3, 4)  # strides 8, 16, 32
+        with init_default_scope_ctx('mmdet'):
+            backbone = MODELS.build(cfg)
+    else:
+        raise ValueError(kind)
+    backbone.eval()
+    with torch.no_grad():
+        feats = backbone(torch.rand(2, 3, *img_hw))
+    return [f.detach().clone().requires_grad_(True) for f in feats]
+
+
+class init_default_scope_ctx:
+    """Temporarily switch MMEngine's default scope."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    def __enter__(self):
+        from mmengine.registry import DefaultScope
+        self._ctx = DefaultScope.overwrite_default_scope(self.scope)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+@pytest.fixture(scope='module', params=['resnet50', 'hrnet_w32', 'cspnext'])
+def backbone_feats(request):
+    """(name, features) of each backbone on a 96x64 image."""
+    return request.param, _backbone_features(request.param, (96, 64))
+
+
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_backbone_outputs_shapes_and_grads(backbone_feats, out_mode):
+    name, feats = backbone_feats
+    feats = [f.detach().clone().requires_grad_(True) for f in feats]
+    channels = [f.shape[1] for f in feats]
+    extra = dict(num_outs=len(feats) + 1) if out_mode == 'pyramid' else {}
+    neck = CFFM(channels, out_channels=32, num_cascades=2, out_mode=out_mode, **extra)
+    neck.train()
+    outs = neck(feats)
+    assert isinstance(outs, tuple)
+    if out_mode == 'pyramid':
+        assert len(outs) == len(feats) + 1
+        for out, feat in zip(outs, feats):
+            assert out.shape == (2, 32, *feat.shape[-2:]), name
+        last_h, last_w = feats[-1].shape[-2:]
+        assert outs[-1].shape == (2, 32, (last_h + 1) // 2, (last_w + 1) // 2)
+    else:
+        assert len(outs) == 1
+        assert outs[0].shape == (2, 32, *feats[0].shape[-2:]), name
+    _check_grads(neck, feats, outs)
+
+
+def test_resnet50_shapes_match_expected_strides():
+    feats = _backbone_features('resnet50', (256, 192))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(64, 48), (32, 24), (16, 12), (8, 6)]
+    neck = CFFM(R50_CHANNELS, 64, out_mode='single').eval()
+    assert neck(feats)[0].shape == (2, 64, 64, 48)  # stride 4
+    neck = CFFM(R50_CHANNELS, 64, out_mode='single', single_level=1).eval()
+    assert neck(feats)[0].shape == (2, 64, 32, 24)  # stride 8
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+def test_wrong_number_of_levels_raises():
+    neck = CFFM(R50_CHANNELS, 16)
+    feats = _rand_levels(R50_CHANNELS[:3], [(16, 16), (8, 8), (4, 4)])
+    with pytest.raises(ValueError,
+                       match=r'CFFM expects 4 input levels \(in_channels=\[256, 512, 1024, '
+                       r'2048\]\), got 3'):
+        neck(feats)
+
+
+def test_wrong_channels_raises():
+    neck = CFFM(R50_CHANNELS, 16)
+    feats = _rand_levels([256, 512, 512, 2048], [(16, 16), (8, 8), (4, 4), (2, 2)])
+    with pytest.raises(ValueError, match=r'input level 2 must have shape \(N, 1024, H, W\).*'
+                       r'got \(2, 512, 4, 4\)'):
+        neck(feats)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(out_mode='dense'), "out_mode must be one of .*got 'dense'"),
+    (dict(num_cascades=0), 'num_cascades >= 1, got 0'),
+    (dict(num_outs=3), 'num_outs=3 is fewer than the 4 used input levels'),
+    (dict(out_mode='single', num_outs=2), 'returns 1 map, got num_outs=2'),
+    (dict(out_mode='single', single_level=4), r'single_level=4 must be a used input level'),
+    (dict(add_extra_convs='on_top'), "add_extra_convs must be .*got 'on_top'"),
+    (dict(start_level=3), 'needs at least 2 used input levels'),
+    (dict(end_level=2, num_outs=5), 'cannot add extra levels'),
+])
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CFFM(R50_CHANNELS, 16, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-scale fusion and fusion weights
+# ---------------------------------------------------------------------------------------------
+SIZES = [(32, 24), (16, 12), (8, 6), (4, 3)]
+
+
+def _changed_outputs(neck, channels, level):
+    """Which outputs change when only input ``level`` is perturbed (eval mode: BN is frozen)."""
+    neck.eval()
+    feats = _rand_levels(channels, SIZES, batch=1)
+    perturbed = [f.clone() for f in feats]
+    perturbed[level] = perturbed[level] + torch.randn_like(perturbed[level])
+    with torch.no_grad():
+        base, new = neck(feats), neck(perturbed)
+    return [not torch.allclose(a, b, atol=1e-7, rtol=0) for a, b in zip(base, new)]
+
+
+@pytest.mark.parametrize('num_cascades', [1, 2])
+@pytest.mark.parametrize('level', range(4))
+def test_every_output_depends_on_every_input(num_cascades, level):
+    channels = [8, 16, 24, 32]
+    pyramid = CFFM(channels, 16, num_cascades=num_cascades, num_outs=5, add_extra_convs='on_output')
+    assert all(_changed_outputs(pyramid, channels, level)), f'pyramid, perturbed level {level}'
+    single = CFFM(channels, 16, num_cascades=num_cascades, out_mode='single')
+    assert all(_changed_outputs(single, channels, level)), f'single, perturbed level {level}'
+
+
+def test_dependency_check_detects_one_way_fusion():
+    """The check above can fail: mmdet's FPN is top-down only, so P5 ignores C2."""
+    from mmdet.models.necks import FPN
+    channels = [8, 16, 24, 32]
+    changed = _changed_outputs(FPN(channels, 16, 4), channels, level=0)
+    assert changed == [True, False, False, False]
+
+
+def test_fusion_weights_non_negative_and_normalised():
+    neck = CFFM(R50_CHANNELS, 16, num_cascades=2, out_mode='single')
+    nodes = [m for m in neck.modules() if isinstance(m, CFFMFusionNode)]
+    # 2 cascades x (3 top-down + 3 bottom-up) + the single-map merge node
+    assert len(nodes) == 13
+    with torch.no_grad():
+        for i, node in enumerate(nodes):
+            node.weight.copy_(torch.randn(node.num_inputs, generator=torch.Generator().manual_seed(i)))
+            node.weight[0] = 0.5  # keep at least one positive weight
+            node.weight[-1] = -2.0  # and one negative raw weight
+    for node in nodes:
+        weights = node.fusion_weights()
+        assert (weights >= 0).all()
+        assert weights[-1] == 0
+        assert weights.sum().item() == pytest.approx(1.0, abs=1e-3)
+    # the weights are learnable: they receive gradients through the neck
+    feats = _rand_levels(R50_CHANNELS, SIZES)
+    neck(feats)[0].mean().backward()
+    assert all(node.weight.grad is not None for node in nodes)
+
+
+def test_fusion_node_is_weighted_sum_before_convs():
+    node = CFFMFusionNode(2, 4, norm_cfg=None, act_cfg=None)
+    node.sep_conv.forward = lambda x: x  # isolate the weighted sum
+    node.pw_conv.forward = lambda x: x
+    with torch.no_grad():
+        node.weight.copy_(torch.tensor([3.0, 1.0]))
+    a, b = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    assert torch.allclose(node([a, b]), torch.full_like(a, 3.0 / (4.0 + node.eps)))
+
+
+def test_norm_and_act_cfg_reach_every_conv():
+    neck = CFFM(R50_CHANNELS, 32, norm_cfg=dict(type='GN', num_groups=8),
+                act_cfg=dict(type='SiLU'), num_outs=5, add_extra_convs='on_input')
+    norms = [m for m in neck.modules() if isinstance(m, torch.nn.GroupNorm)]
+    convs = [m for m in neck.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(norms) == len(convs) and norms
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in neck.modules())
+    assert sum(isinstance(m, torch.nn.SiLU) for m in neck.modules()) == len(convs)
+    # depthwise convs in every node
+    assert any(isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 for m in convs)
+
+
+def test_pyramid_extra_levels_like_fpn():
+    feats = _rand_levels(R50_CHANNELS, [(50, 84), (25, 42), (13, 21), (7, 11)], batch=1)
+    retina = CFFM(R50_CHANNELS, 16, start_level=1, add_extra_convs='on_input', num_outs=5).eval()
+    shapes = [tuple(o.shape[-2:]) for o in retina(feats)]
+    assert shapes == [(25, 42), (13, 21), (7, 11), (4, 6), (2, 3)]
+    assert len(retina.lateral_convs) == 3 and len(retina.extra_convs) == 2
+    faster = CFFM(R50_CHANNELS, 16, num_outs=5).eval()
+    outs = faster(feats)
+    assert len(faster.extra_convs) == 0
+    assert torch.equal(outs[-1], outs[-2][..., ::2, ::2])  # max-pool(1, stride 2) as FPN
+
+
+def test_registered_for_mmdet_and_mmpose():
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmpose.registry import MODELS as MMPOSE_MODELS
+    for registry in (MMDET_MODELS, MMPOSE_MODELS):
+        neck = registry.build(dict(type='CFFM', in_channels=[4, 8], out_channels=8))
+        assert isinstance(neck, CFFM)
+        assert isinstance(
+            registry.build(dict(type='mmpgnet.CFFM', in_channels=[4, 8], out_channels=8)), CFFM)
