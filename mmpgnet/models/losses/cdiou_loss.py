@@ -111,7 +111,7 @@ class CDIoULoss(nn.Module):
         Returns:
             Tensor: the loss (scalar, or ``(n,)`` for ``'none'``).
         """
-        check_boxes(pred, target)
+        check_boxes(pred, target, check_finite=False)  # the functional form checks values
         reduction = resolve_reduction(self.reduction, reduction_override)
         if has_no_positive(weight):
             prepare_weight(pred, weight)

@@ -3,7 +3,7 @@
 
 MMDetection builds its IoU-family losses from many small autograd operations (every slice, min,
 max, clamp and product is a node that saves its inputs). Here each loss is one
-:class:`torch.autograd.Function`: the forward works on ``(2, n)`` planes (x and y at once), saves a
+:class:`torch.autograd.Function`: the forward works on ``(n, 2)`` planes (x and y at once), saves a
 handful of tensors, and the backward evaluates the analytic gradient directly. Sub-gradients at
 kinks follow PyTorch's own conventions, so the result equals autograd through MMDetection's
 formulation even on degenerate boxes: ``torch.minimum`` / ``torch.maximum`` split a tie half and
@@ -19,6 +19,7 @@ The three losses, for boxes ``(x1, y1, x2, y2)``:
 * ``cdiou`` with ``distance='corner'``: as above with ``rho^2`` the mean of the squared distances
   of the top-left corners and of the bottom-right corners.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -31,12 +32,13 @@ LOSS_KINDS = ('giou', 'cdiou_center', 'cdiou_corner')
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def check_boxes(pred: Tensor, target: Tensor) -> None:
+def check_boxes(pred: Tensor, target: Tensor, check_finite: bool = True) -> None:
     """Validate a pair of aligned box tensors, raising ``ValueError`` that names the problem.
 
     Args:
         pred (Tensor): predicted boxes ``(x1, y1, x2, y2)``, shape ``(n, 4)``.
         target (Tensor): target boxes, same shape as ``pred``.
+        check_finite (bool): also reject NaN / Inf coordinates. Defaults to True.
 
     Raises:
         ValueError: a wrong type, shape or dtype, or a non-finite coordinate.
@@ -51,11 +53,17 @@ def check_boxes(pred: Tensor, target: Tensor) -> None:
     if pred.shape != target.shape:
         raise ValueError(f'target must have the same shape as pred {tuple(pred.shape)}, '
                          f'got {tuple(target.shape)}')
+    if not check_finite:
+        return
     for name, boxes in (('pred', pred), ('target', target)):
-        if boxes.numel() and not bool(torch.isfinite(boxes).all()):
+        # One reduction instead of isfinite(): a NaN or Inf makes the sum non-finite. A finite
+        # sum proves every entry finite; a non-finite one is confirmed entry by entry (it may be
+        # an overflow of finite values).
+        if boxes.numel() and not math.isfinite(float(boxes.detach().sum(dtype=torch.float64))):
             bad = int((~torch.isfinite(boxes)).any(dim=-1).sum())
-            raise ValueError(f'{name} contains non-finite values (nan or inf) in {bad} of '
-                             f'{boxes.size(0)} boxes')
+            if bad:
+                raise ValueError(f'{name} contains non-finite values (nan or inf) in {bad} of '
+                                 f'{boxes.size(0)} boxes')
 
 
 def _compute_dtype(pred: Tensor, target: Tensor) -> torch.dtype:
@@ -64,54 +72,68 @@ def _compute_dtype(pred: Tensor, target: Tensor) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
-def _tie_mask(a: Tensor, b: Tensor) -> Tensor:
-    """``1`` where ``a < b``, ``0.5`` where equal, ``0`` elsewhere (the d min(a, b) / da)."""
-    return torch.sign(b - a).add_(1.0).mul_(0.5)
+def _step(x: Tensor, threshold: float) -> Tensor:
+    """``1`` where ``x > threshold``, ``0.5`` where equal, ``0`` below: d max(x, threshold) / dx."""
+    return torch.sign(x - threshold).add_(1.0).mul_(0.5)
 
 
 class _FusedIoULoss(torch.autograd.Function):
-    """Element-wise GIoU / CDIoU loss of aligned boxes with an analytic backward."""
+    """Element-wise GIoU / CDIoU loss of aligned boxes with an analytic backward.
+
+    Notation: ``p``, ``t`` are the ``(n, 4)`` boxes, ``lo = min(p, t)``, ``hi = max(p, t)``
+    (element-wise), the intersection is ``i_wh = clamp(lo[:, 2:] - hi[:, :2], 0)`` and the
+    enclosing box ``e_wh = clamp(hi[:, 2:] - lo[:, :2], 0)``. With ``s = sign(t - p)``, the
+    gradient that ``i_wh`` (``g_i``) and ``e_wh`` (``g_e``) send to the corners is, per axis,
+    ``p_rb: (g_i + g_e) / 2 + s_rb (g_i - g_e) / 2``,
+    ``p_lt: -(g_i + g_e) / 2 + s_lt (g_i - g_e) / 2``,
+    ``t_rb: (g_i + g_e) / 2 - s_rb (g_i - g_e) / 2``,
+    ``t_lt: -(g_i + g_e) / 2 - s_lt (g_i - g_e) / 2``
+    (``s = 0`` on a tie gives PyTorch's half-and-half split of ``minimum`` / ``maximum``).
+    """
 
     @staticmethod
     def forward(ctx, pred: Tensor, target: Tensor, kind: str, eps: float) -> Tensor:
         dtype = _compute_dtype(pred, target)
         ctx.dtypes = (pred.dtype, target.dtype)
-        # (4, n) planes: rows x1, y1, x2, y2, each contiguous.
-        p = pred.detach().to(dtype).t().contiguous()
-        t = target.detach().to(dtype).t().contiguous()
-        p_lt, p_rb, t_lt, t_rb = p[:2], p[2:], t[:2], t[2:]
-
-        i_raw = torch.minimum(p_rb, t_rb).sub_(torch.maximum(p_lt, t_lt))
-        i_wh = i_raw.clamp(min=0)
-        inter = i_wh[0] * i_wh[1]
-        p_wh = p_rb - p_lt
-        t_wh = t_rb - t_lt
-        union_raw = p_wh[0] * p_wh[1]
-        union_raw.addcmul_(t_wh[0], t_wh[1]).sub_(inter)
-        e_raw = torch.maximum(p_rb, t_rb).sub_(torch.minimum(p_lt, t_lt))
-        e_wh = e_raw.clamp(min=0)
-
-        if kind == 'giou':
-            union = union_raw.clamp(min=eps)
-            enclose = (e_wh[0] * e_wh[1]).clamp_(min=eps)
-            iou = inter / union
-            # 1 - IoU + (C - U) / C = 2 - IoU - U / C
-            loss = (2.0 - iou).sub_(union / enclose)
-            ctx.save_for_backward(p, t, i_raw, e_raw, inter, union_raw, union, enclose)
-        else:
-            union = union_raw.add_(eps)
-            iou = inter / union
-            c2 = e_wh.square().sum(0).add_(eps)
-            if kind == 'cdiou_center':
-                delta = (t_lt + t_rb).sub_(p_lt).sub_(p_rb)  # 2 x (centre_t - centre_p)
-                rho2 = delta.square().sum(0).mul_(0.25)
-            else:
-                delta = p - t  # corner offsets, rows dx1, dy1, dx2, dy2
-                rho2 = delta.square().sum(0).mul_(0.5)
-            loss = (1.0 - iou).add_(rho2 / c2)
-            ctx.save_for_backward(p, t, i_raw, e_raw, inter, union, iou, c2, rho2, delta)
         ctx.kind = kind
         ctx.eps = eps
+        p = pred.detach().to(dtype)
+        t = target.detach().to(dtype)
+        lo = torch.minimum(p, t)
+        hi = torch.maximum(p, t)
+        i_wh = torch.sub(lo[:, 2:], hi[:, :2]).clamp_(min=0)
+        e_wh = torch.sub(hi[:, 2:], lo[:, :2]).clamp_(min=0)
+        del lo, hi
+        inter = i_wh[:, 0] * i_wh[:, 1]
+        p_wh = p[:, 2:] - p[:, :2]
+        t_wh = t[:, 2:] - t[:, :2]
+        union = p_wh[:, 0] * p_wh[:, 1]
+        union.addcmul_(t_wh[:, 0], t_wh[:, 1]).sub_(inter)
+
+        if kind == 'giou':
+            union_raw = union
+            union = union_raw.clamp(min=eps)
+            enclose_raw = e_wh[:, 0] * e_wh[:, 1]
+            enclose = enclose_raw.clamp(min=eps)
+            # 1 - IoU + (C - U) / C = 2 - IoU - U / C
+            loss = torch.div(inter, union).neg_().add_(2.0).sub_(union / enclose)
+            ctx.save_for_backward(p, t, i_wh, e_wh, p_wh, t_wh, inter, union_raw, union,
+                                  enclose_raw, enclose)
+        else:
+            union.add_(eps)
+            iou = inter / union
+            c2 = torch.mul(e_wh[:, 0], e_wh[:, 0]).addcmul_(e_wh[:, 1], e_wh[:, 1]).add_(eps)
+            if kind == 'cdiou_center':
+                # 2 x (centre_t - centre_p); rho^2 = |delta|^2 / 4
+                delta = torch.add(t[:, :2], t[:, 2:]).sub_(p[:, :2]).sub_(p[:, 2:])
+                ctx.scale = 0.25
+            else:
+                # corner offsets (dx1, dy1, dx2, dy2); rho^2 = |delta|^2 / 2
+                delta = p - t
+                ctx.scale = 0.5
+            rho2 = delta.square().sum(-1)
+            loss = torch.rsub(iou, 1.0).addcdiv_(rho2, c2, value=ctx.scale)
+            ctx.save_for_backward(p, t, i_wh, e_wh, p_wh, t_wh, union, iou, c2, rho2, delta)
         out_dtype = pred.dtype if pred.dtype not in _LOW_PRECISION else dtype
         return loss.to(out_dtype)
 
@@ -120,80 +142,63 @@ class _FusedIoULoss(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         kind = ctx.kind
         saved = ctx.saved_tensors
-        p, t, i_raw, e_raw = saved[:4]
+        p, t, i_wh, e_wh, p_wh, t_wh = saved[:6]
         g = grad_out.to(p.dtype)
-        p_lt, p_rb, t_lt, t_rb = p[:2], p[2:], t[:2], t[2:]
-        i_wh = i_raw.clamp(min=0)
-        e_wh = e_raw.clamp(min=0)
-
+        g_rho = None
+        # Per-pair factors (shape (n,)); the ones for i_wh and e_wh are halved (see class doc).
         if kind == 'giou':
-            inter, union_raw, union, enclose = saved[4:]
-            # L = 2 - I / U - U / C, U = max(U_raw, eps), C = max(ew * eh, eps)
-            r = union.reciprocal()
-            g_union = (inter * r * r - enclose.reciprocal())
-            if ctx.eps > 0:
-                g_union.mul_(_tie_mask(torch.full_like(union_raw, ctx.eps), union_raw))
-            g_union.mul_(g)
-            g_inter = (r * g).neg_().sub_(g_union)
-            g_area = g_union
-            g_enclose = union / enclose.square() * g
-            if ctx.eps > 0:
-                g_enclose.mul_(_tie_mask(torch.full_like(enclose, ctx.eps),
-                                         e_wh[0] * e_wh[1]))
-            g_ewh = e_wh.flip(0).mul_(g_enclose)  # dC/dew = eh, dC/deh = ew
-            g_rho_p_lt = g_rho_p_rb = None
+            inter, union_raw, union, enclose_raw, enclose = saved[6:]
+            # L = 2 - I / U - U / C, U = max(U_raw, eps), C = max(C_raw, eps)
+            g_u = g / union
+            g_c = g / enclose
+            g_area = torch.mul(inter, g_u).div_(union).sub_(g_c).mul_(_step(union_raw, ctx.eps))
+            g_inter = torch.add(g_u, g_area).mul_(-0.5)
+            g_enc = torch.mul(union, g_c).div_(enclose).mul_(_step(enclose_raw, ctx.eps))
+            # dC/dew = eh, dC/deh = ew; clamp(min=0) passes no gradient at e_wh == 0
+            g_ewh = e_wh.flip(-1).mul_(g_enc.mul_(0.5)[:, None]).mul_(torch.sign(e_wh))
         else:
-            inter, union, iou, c2, rho2, delta = saved[4:]
-            r = union.reciprocal()
-            # L = 1 - I / U + rho2 / c2, U = area_p + area_t - I + eps
-            g_inter = (1.0 + iou).mul_(r).mul_(g).neg_()
-            g_area = (iou * r).mul_(g)
-            g_c2 = (rho2 / c2.square()).mul_(g).neg_()
-            g_ewh = (2.0 * e_wh).mul_(g_c2)
-            g_rho = g / c2
+            union, iou, c2, rho2, delta = saved[6:]
+            scale = ctx.scale
+            # L = 1 - I / U + scale * |delta|^2 / c2, U = area_p + area_t - I + eps
+            g_u = g / union
+            g_area = iou * g_u
+            g_inter = torch.add(g_u, g_area).mul_(-0.5)
+            g_r = g / c2
+            # dL/dc2 * dc2/de_wh = -scale * rho2 / c2^2 * 2 e_wh (zero where e_wh == 0)
+            g_ewh = e_wh * torch.mul(rho2, g_r).div_(c2).mul_(-scale)[:, None]
+            g_r.mul_(2.0 * scale)
             if kind == 'cdiou_center':
-                # rho2 = |delta|^2 / 4, delta = (t_lt + t_rb) - (p_lt + p_rb)
-                g_rho_p_lt = delta.mul(-0.5).mul_(g_rho)
-                g_rho_p_rb = g_rho_p_lt
+                g_rho = delta * g_r.neg_()[:, None]  # for p_lt and p_rb alike
             else:
-                # rho2 = |delta|^2 / 2, delta = p - t
-                g_delta = delta * g_rho
-                g_rho_p_lt, g_rho_p_rb = g_delta[:2], g_delta[2:]
-        g_ewh.mul_((e_raw > 0).to(g_ewh.dtype))
-        g_iwh = i_wh.flip(0).mul_(g_inter).mul_((i_raw > 0).to(g_inter.dtype))
-
-        # min(p_rb, t_rb) and max(p_lt, t_lt) build the intersection, max(p_rb, t_rb) and
-        # min(p_lt, t_lt) the enclosing box: the same two tie masks route both.
-        m_rb = _tie_mask(p_rb, t_rb)  # d min(p_rb, t_rb) / d p_rb
-        m_lt = _tie_mask(t_lt, p_lt)  # d max(p_lt, t_lt) / d p_lt
-        # p_rb receives g_iwh * m_rb + g_ewh * (1 - m_rb) = g_ewh + (g_iwh - g_ewh) * m_rb and
-        # t_rb the rest, g_iwh - (g_iwh - g_ewh) * m_rb; likewise (negated) for the lt planes.
-        diff = g_iwh - g_ewh
-        route_rb = diff * m_rb
-        route_lt = diff.mul_(m_lt)
+                g_rho = delta * g_r[:, None]  # (n, 4), for p; minus it for t
+        g_iwh = i_wh.flip(-1).mul_(g_inter[:, None]).mul_(torch.sign(i_wh))
+        half_sum = g_iwh + g_ewh
+        half_diff = g_iwh.sub_(g_ewh)
+        sign = torch.sign(t - p)
 
         grad_pred = grad_target = None
         needs_p, needs_t = ctx.needs_input_grad[:2]
-        if needs_p:
-            p_wh = p_rb - p_lt
-            g_pwh = p_wh.flip(0).mul_(g_area)
-            gp = torch.empty_like(p)
-            torch.add(g_ewh, route_rb, out=gp[2:]).add_(g_pwh)
-            torch.add(g_ewh, route_lt, out=gp[:2]).add_(g_pwh).neg_()
-            if g_rho_p_lt is not None:
-                gp[:2].add_(g_rho_p_lt)
-                gp[2:].add_(g_rho_p_rb)
-            grad_pred = gp.t().to(ctx.dtypes[0])
-        if needs_t:
-            t_wh = t_rb - t_lt
-            g_twh = t_wh.flip(0).mul_(g_area)
-            gt = torch.empty_like(t)
-            torch.sub(g_iwh, route_rb, out=gt[2:]).add_(g_twh)
-            torch.sub(g_iwh, route_lt, out=gt[:2]).add_(g_twh).neg_()
-            if g_rho_p_lt is not None:
-                gt[:2].sub_(g_rho_p_lt)
-                gt[2:].sub_(g_rho_p_rb)
-            grad_target = gt.t().to(ctx.dtypes[1])
+        for needed, wh, side in ((needs_p, p_wh, 1.0), (needs_t, t_wh, -1.0)):
+            if not needed:
+                continue
+            base = wh.flip(-1).mul_(g_area[:, None]).add_(half_sum)  # d(area)/d(wh) + (g_i+g_e)/2
+            grad = torch.empty(p.shape, dtype=p.dtype)
+            if g_rho is None:
+                torch.neg(base, out=grad[:, :2])
+                grad[:, 2:].copy_(base)
+            elif kind == 'cdiou_center':
+                torch.mul(g_rho, side, out=grad[:, :2]).sub_(base)
+                torch.mul(g_rho, side, out=grad[:, 2:]).add_(base)
+            else:
+                torch.mul(g_rho, side, out=grad)
+                grad[:, :2].sub_(base)
+                grad[:, 2:].add_(base)
+            grad[:, :2].addcmul_(half_diff, sign[:, :2], value=side)
+            grad[:, 2:].addcmul_(half_diff, sign[:, 2:], value=side)
+            if side > 0:
+                grad_pred = grad.to(ctx.dtypes[0])
+            else:
+                grad_target = grad.to(ctx.dtypes[1])
         return grad_pred, grad_target, None, None
 
 
