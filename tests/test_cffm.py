@@ -253,3 +253,145 @@ def test_registered_for_mmdet_and_mmpose():
         assert isinstance(neck, CFFM)
         assert isinstance(
             registry.build(dict(type='mmpgnet.CFFM', in_channels=[4, 8], out_channels=8)), CFFM)
+
+
+# ---------------------------------------------------------------------------------------------
+# stock MMPose / MMDetection configs with CFFM as their neck: build, forward + backward
+# ---------------------------------------------------------------------------------------------
+def _no_pretrained(cfg):
+    """Drop every ``init_cfg`` that loads a checkpoint (nothing may be downloaded)."""
+    if isinstance(cfg, dict):
+        init_cfg = cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        if 'pretrained' in cfg:
+            cfg['pretrained'] = None
+        for value in cfg.values():
+            _no_pretrained(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            _no_pretrained(value)
+
+
+def _td_hm_res50(model):
+    """SimpleBaseline: C2..C5 -> CFFM single map at stride 32 -> the stock 3-deconv head."""
+    model.backbone.out_indices = (0, 1, 2, 3)
+    model.neck = dict(type='CFFM', in_channels=R50_CHANNELS, out_channels=64, out_mode='single',
+                      single_level=3)
+    model.head.in_channels = 64
+
+
+def _td_hm_hrnet(model):
+    """HRNet-W32: all four branches -> CFFM single map at stride 4 -> the stock 1x1 head."""
+    model.backbone.extra.stage4.multiscale_output = True
+    model.neck = dict(type='CFFM', in_channels=[32, 64, 128, 256], out_channels=32,
+                      out_mode='single')
+
+
+def _rtmpose_m(model):
+    """RTMPose-m: CSPNeXt strides 8..32 -> CFFM single map at stride 32 -> RTMCCHead."""
+    model.backbone.out_indices = (2, 3, 4)
+    model.backbone.norm_cfg = dict(type='BN')  # SyncBN needs a process group
+    model.neck = dict(type='CFFM', in_channels=[192, 384, 768], out_channels=128,
+                      out_mode='single', single_level=2, act_cfg=dict(type='SiLU'))
+    model.head.in_channels = 128
+
+
+def _yoloxpose_s(model):
+    """YOLOX-Pose-s: YOLOXPAFPN replaced by a 3-level CFFM pyramid."""
+    model.data_preprocessor.batch_augments = None
+    model.neck = dict(type='CFFM', in_channels=[128, 256, 512], out_channels=128, num_outs=3,
+                      act_cfg=dict(type='SiLU'))
+
+
+def _det_pyramid(model):
+    """Faster / Mask R-CNN: FPN replaced by CFFM (P2..P6)."""
+    model.neck = dict(type='CFFM', in_channels=R50_CHANNELS, out_channels=256, num_outs=5,
+                      norm_cfg=dict(type='GN', num_groups=32))
+
+
+def _retinanet(model):
+    """RetinaNet: FPN (C3..C5, P6/P7 on C5) replaced by CFFM with the same layout."""
+    model.neck = dict(type='CFFM', in_channels=R50_CHANNELS, out_channels=256, start_level=1,
+                      add_extra_convs='on_input', num_outs=5,
+                      norm_cfg=dict(type='GN', num_groups=32))
+
+
+def _pose_topdown_batch(height=256, width=192):
+    """Two top-down crops with heatmap (stride 4) and SimCC targets."""
+    from mmpose.testing import get_packed_inputs
+    return get_packed_inputs(batch_size=2, img_shape=(height, width), input_size=(width, height),
+                             heatmap_size=(width // 4, height // 4), simcc_split_ratio=2.0)
+
+
+def _small_topdown_batch():
+    """128x96 crops: heatmap heads do not depend on the input size (RTMCCHead does)."""
+    return _pose_topdown_batch(128, 96)
+
+
+def _pose_bottomup_batch():
+    """Two 160x160 images with 2 people each, gt as YOLOX-Pose's pipeline packs it."""
+    from mmpose.testing import get_packed_inputs
+    batch = get_packed_inputs(batch_size=2, num_instances=2, img_shape=(160, 160),
+                              input_size=(160, 160), with_heatmap=False, with_simcc_label=False)
+    for sample in batch['data_samples']:
+        gt, labels = sample.gt_instances, sample.gt_instance_labels  # YOLOXPoseHead reads labels
+        bboxes = torch.as_tensor(gt.bboxes, dtype=torch.float32)
+        labels.bboxes = bboxes
+        labels.labels = torch.zeros(len(bboxes), dtype=torch.long)
+        labels.areas = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
+        labels.keypoints = torch.as_tensor(gt.keypoints, dtype=torch.float32)
+        labels.keypoints_visible = torch.as_tensor(gt.keypoints_visible, dtype=torch.float32)
+        sample.set_metainfo(dict(img_shape=(160, 160), input_size=(160, 160)))
+    return batch
+
+
+def _det_batch(with_mask=False):
+    from mmdet.testing import demo_mm_inputs
+    return demo_mm_inputs(batch_size=2, image_shapes=[(3, 128, 160)] * 2, num_items=[3, 2],
+                          num_classes=80, with_mask=with_mask)
+
+
+STOCK_CASES = {
+    'td-hm_res50': ('mmpose', 'body_2d_keypoint/topdown_heatmap/coco/'
+                    'td-hm_res50_8xb64-210e_coco-256x192.py', _td_hm_res50, _small_topdown_batch),
+    'td-hm_hrnet-w32': ('mmpose', 'body_2d_keypoint/topdown_heatmap/coco/'
+                        'td-hm_hrnet-w32_8xb64-210e_coco-256x192.py', _td_hm_hrnet,
+                        _small_topdown_batch),
+    'rtmpose-m': ('mmpose', 'body_2d_keypoint/rtmpose/coco/rtmpose-m_8xb256-420e_coco-256x192.py',
+                  _rtmpose_m, _pose_topdown_batch),
+    'yoloxpose-s': ('mmpose', 'body_2d_keypoint/yoloxpose/coco/yoloxpose_s_8xb32-300e_coco-640.py',
+                    _yoloxpose_s, _pose_bottomup_batch),
+    'faster-rcnn': ('mmdet', 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', _det_pyramid,
+                    _det_batch),
+    'retinanet': ('mmdet', 'retinanet/retinanet_r50_fpn_1x_coco.py', _retinanet, _det_batch),
+    'mask-rcnn': ('mmdet', 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', _det_pyramid,
+                  lambda: _det_batch(with_mask=True)),
+}
+
+
+@pytest.mark.parametrize('case', list(STOCK_CASES))
+def test_stock_config_with_cffm_neck_trains(case):
+    scope, config, replace_neck, make_batch = STOCK_CASES[case]
+    model_cfg = copy.deepcopy(get_config(f'{scope}::{config}').model)
+    _no_pretrained(model_cfg)
+    replace_neck(model_cfg)
+    if scope == 'mmpose':
+        from mmpose.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    with init_default_scope_ctx(scope):
+        model = MODELS.build(model_cfg)
+        model.init_weights()
+        model.train()
+        data = model.data_preprocessor(make_batch(), training=True)
+        losses = model(**data, mode='loss')
+    assert isinstance(model.neck, CFFM)
+    loss, _ = model.parse_losses(losses)
+    assert torch.isfinite(loss), losses
+    loss.backward()
+    neck_grads = [p.grad for p in model.neck.parameters()]
+    assert all(g is not None for g in neck_grads), 'a CFFM parameter got no gradient'
+    assert sum(g.abs().sum() for g in neck_grads) > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
