@@ -395,3 +395,32 @@ def test_stock_config_with_cffm_neck_trains(case):
     assert all(g is not None for g in neck_grads), 'a CFFM parameter got no gradient'
     assert sum(g.abs().sum() for g in neck_grads) > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# the CFFM configs train through tools/train.py on generated data
+# ---------------------------------------------------------------------------------------------
+TRAIN_CONFIGS = [
+    POSE_CONFIG,
+    'configs/cffm/faster-rcnn_r50_cffm_1x_coco.py',
+    'configs/cffm/retinanet_r50_cffm_1x_coco.py',
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', TRAIN_CONFIGS)
+def test_cffm_config_trains_with_train_tool(config, synthetic_coco, tmp_path):
+    from conftest import run_tool, smoke_config
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    assert cfg.model.neck.type == 'CFFM'
+    assert cfg.custom_imports == dict(imports=['mmpgnet'], allow_failed_imports=False)
+    work_dir = str(tmp_path / 'work')
+    # detection images are resized to 256x192; pose batches of 8 crops (2-3 iterations)
+    smoke = smoke_config(osp.join(REPO_ROOT, config), synthetic_coco, work_dir, max_epochs=1,
+                         batch_size=8 if 'pgnet' in config else 2)
+    out = run_tool(['train.py', smoke, '--work-dir', work_dir])
+    iters = [line for line in out.splitlines() if 'Epoch(train)' in line and 'loss' in line]
+    assert 2 <= len(iters) <= 4, out[-3000:]
+    losses = [float(line.split(' loss: ')[1].split()[0]) for line in iters]
+    assert all(np.isfinite(losses)), losses
+    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
