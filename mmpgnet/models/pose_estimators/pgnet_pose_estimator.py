@@ -1,0 +1,229 @@
+"""PGNet top-down pose estimator: TopdownPoseEstimator + PGS heatmap guidance (training only)."""
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmpose.evaluation.functional import pose_pck_accuracy
+from mmpose.models.pose_estimators import TopdownPoseEstimator
+from mmpose.registry import MODELS as POSE_MODELS
+from mmpose.utils.tensor_utils import to_numpy
+from torch import Tensor
+
+from mmpgnet.models.necks.cffm import CFFM
+from mmpgnet.registry import register_model
+from .heatmap_guidance import HeatmapGuidance
+
+GUIDANCE_PREFIX = 'guidance.'
+
+
+def pack_heatmap_targets(data_samples: Sequence) -> Tuple[Tensor, Tensor]:
+    """Stack the heatmap targets of a batch of ``PoseDataSample``.
+
+    Args:
+        data_samples (Sequence[PoseDataSample]): samples with ``gt_fields.heatmaps`` and
+            ``gt_instance_labels.keypoint_weights`` (one instance each, top-down).
+
+    Returns:
+        tuple[Tensor, Tensor]: heatmaps ``(N, K, H, W)`` and keypoint weights ``(N, K)``.
+    """
+    gt_heatmaps = torch.stack([d.gt_fields.heatmaps for d in data_samples])
+    keypoint_weights = torch.cat([d.gt_instance_labels.keypoint_weights for d in data_samples])
+    return gt_heatmaps, keypoint_weights
+
+
+def heatmap_head_loss(head: torch.nn.Module, pred: Tensor, gt_heatmaps: Tensor,
+                      keypoint_weights: Tensor, train_cfg: dict) -> Dict[str, Tensor]:
+    """The losses of MMPose's ``HeatmapHead.loss`` computed from tensors.
+
+    Args:
+        head (nn.Module): a heatmap head with ``loss_module``.
+        pred (Tensor): its heatmaps ``(N, K, H, W)``.
+        gt_heatmaps (Tensor): targets ``(N, K, H, W)``.
+        keypoint_weights (Tensor): ``(N, K)``.
+        train_cfg (dict): ``compute_acc`` (default True) adds ``acc_pose``.
+
+    Returns:
+        dict[str, Tensor]: ``loss_kpt`` and optionally ``acc_pose``.
+    """
+    losses = dict(loss_kpt=head.loss_module(pred, gt_heatmaps, keypoint_weights))
+    if train_cfg.get('compute_acc', True):
+        _, avg_acc, _ = pose_pck_accuracy(
+            output=to_numpy(pred), target=to_numpy(gt_heatmaps),
+            mask=to_numpy(keypoint_weights) > 0)
+        losses['acc_pose'] = torch.tensor(avg_acc, device=gt_heatmaps.device)
+    return losses
+
+
+def cffm_levels_and_outputs(neck: CFFM, feats: Sequence[Tensor],
+                            cascade: int) -> Tuple[Tuple[Tensor, ...], List[Tensor]]:
+    """Run a CFFM neck and also return the fused levels of one cascade.
+
+    It calls the neck's own building blocks in the order of ``CFFM.forward`` (the tests check
+    that the outputs equal ``neck(feats)``).
+
+    Args:
+        neck (CFFM): the neck.
+        feats (Sequence[Tensor]): backbone features.
+        cascade (int): index of the cascade whose output levels are returned.
+
+    Returns:
+        tuple: the neck's outputs and the ``num_levels`` fused maps of cascade ``cascade``.
+    """
+    neck._check_inputs(feats)
+    laterals = [conv(feats[neck.start_level + i]) for i, conv in enumerate(neck.lateral_convs)]
+    levels, x = None, laterals
+    for k, nodes in enumerate(neck.cascades):
+        x = neck._run_cascade(nodes, x)
+        if k == cascade:
+            levels = x
+    if neck.out_mode == 'single':
+        return (neck._merge_single(x), ), levels
+    return tuple(neck._add_extra_levels(list(x), feats, laterals)), levels
+
+
+@register_model()
+class PGNetPoseEstimator(TopdownPoseEstimator):
+    """Top-down pose estimator with the guidance of PGNet's Pipeline Guidance Strategy.
+
+    In training, auxiliary heatmap heads on intermediate fused levels of the CFFM neck are
+    supervised by the ground truth resized to their stride and by the main head's prediction
+    (detached) as deep -> shallow feedback (:class:`HeatmapGuidance`). In ``predict`` and
+    ``tensor`` mode the model is exactly a :class:`TopdownPoseEstimator`: the guidance heads are
+    not run, and :meth:`strip_guidance` (or building the model with ``guidance_cfg=None``, which
+    drops ``guidance.*`` keys on load) gives an inference model without their parameters.
+
+    Args:
+        guidance_cfg (dict, optional): None for no guidance, else a dict with
+            ``in_levels`` (indices of CFFM's used levels, 0 = finest), ``weights`` (one per
+            level), ``feedback_weight`` (default 0), ``loss`` (an MMPose loss config, default
+            ``dict(type='KeypointMSELoss', use_target_weight=True)``), ``cascade`` (the cascade
+            whose levels are guided, default -1 = the last) and ``target_resize``
+            (``'max'``, ``'avg'`` or ``'bilinear'``, default ``'max'``).
+        **kwargs: the arguments of :class:`TopdownPoseEstimator` (backbone, neck, head,
+            train_cfg, test_cfg, data_preprocessor, init_cfg, metainfo).
+
+    Attributes:
+        guidance_scale (float): multiplier of every guidance weight, 1 by default; set per
+            iteration by :class:`~mmpgnet.engine.hooks.PipelineGuidanceHook`.
+    """
+
+    def __init__(self, *args, guidance_cfg: Optional[dict] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.guidance_scale = 1.0
+        self.guidance_cascade: Optional[int] = None
+        self.guidance: Optional[HeatmapGuidance] = None
+        if guidance_cfg is not None:
+            self.guidance = self._build_guidance(dict(guidance_cfg))
+        else:
+            self._register_load_state_dict_pre_hook(self._drop_guidance_keys)
+
+    def _build_guidance(self, cfg: dict) -> HeatmapGuidance:
+        """Check ``guidance_cfg`` against the neck and head and build the guidance heads."""
+        if not isinstance(getattr(self, 'neck', None), CFFM):
+            raise ValueError('guidance_cfg guides intermediate CFFM levels, but the model neck is '
+                             f'{type(getattr(self, "neck", None)).__name__}: use neck=dict('
+                             "type='CFFM', ...) or set guidance_cfg=None")
+        if not hasattr(getattr(self, 'head', None), 'loss_module'):
+            raise ValueError('guidance_cfg needs a heatmap head with a loss_module (e.g. '
+                             f'HeatmapHead), got {type(getattr(self, "head", None)).__name__}')
+        neck = self.neck
+        cascade = int(cfg.pop('cascade', -1))
+        if not -neck.num_cascades <= cascade < neck.num_cascades:
+            raise ValueError(f'guidance_cfg.cascade={cascade} does not exist: the CFFM neck has '
+                             f'{neck.num_cascades} cascade(s), use 0..{neck.num_cascades - 1} or -1')
+        self.guidance_cascade = cascade % neck.num_cascades
+        in_levels = list(cfg.pop('in_levels', []))
+        bad = [i for i in in_levels if not 0 <= i < neck.num_levels]
+        if bad:
+            raise ValueError(f'guidance_cfg.in_levels {bad} do not exist: the CFFM neck fuses '
+                             f'{neck.num_levels} levels, indices 0..{neck.num_levels - 1} '
+                             '(0 = finest used backbone level)')
+        loss_cfg = cfg.pop('loss', dict(type='KeypointMSELoss', use_target_weight=True))
+        unknown = set(cfg) - {'weights', 'feedback_weight', 'target_resize', 'init_cfg'}
+        if unknown:
+            raise ValueError(f'guidance_cfg has unknown keys {sorted(unknown)}')
+        return HeatmapGuidance(
+            in_channels=neck.out_channels,
+            num_keypoints=self.head.out_channels,
+            in_levels=in_levels,
+            loss=POSE_MODELS.build(loss_cfg),
+            **cfg)
+
+    @property
+    def with_guidance(self) -> bool:
+        """bool: whether the model has guidance heads."""
+        return self.guidance is not None
+
+    # ------------------------------------------------------------------ training
+    def extract_feat_and_levels(self, inputs: Tensor) -> Tuple[Tuple[Tensor, ...], List[Tensor]]:
+        """Backbone + neck features, and the guided CFFM levels.
+
+        Args:
+            inputs (Tensor): images ``(N, C, H, W)``.
+
+        Returns:
+            tuple: the neck outputs (as :meth:`extract_feat`) and the guided levels in the order
+            of ``guidance_cfg.in_levels``.
+        """
+        feats = self.backbone(inputs)
+        outs, levels = cffm_levels_and_outputs(self.neck, feats, self.guidance_cascade)
+        return outs, [levels[i] for i in self.guidance.in_levels]
+
+    def loss_by_tensors(self, heatmaps: Tensor, guide_preds: Sequence[Tensor],
+                        gt_heatmaps: Tensor, keypoint_weights: Tensor) -> Dict[str, Tensor]:
+        """All training losses from tensors (also what the last pipeline stage calls).
+
+        Args:
+            heatmaps (Tensor): main head prediction ``(N, K, H, W)``.
+            guide_preds (Sequence[Tensor]): guidance predictions (empty without guidance).
+            gt_heatmaps (Tensor): targets ``(N, K, H, W)``.
+            keypoint_weights (Tensor): ``(N, K)``.
+
+        Returns:
+            dict[str, Tensor]: ``loss_kpt``, ``acc_pose`` (if computed) and the guidance losses.
+        """
+        losses = OrderedDict(
+            heatmap_head_loss(self.head, heatmaps, gt_heatmaps, keypoint_weights, self.train_cfg))
+        if self.with_guidance:
+            losses.update(self.guidance.loss(guide_preds, heatmaps, gt_heatmaps,
+                                             keypoint_weights, scale=self.guidance_scale))
+        return losses
+
+    def loss(self, inputs: Tensor, data_samples: Sequence) -> dict:
+        """Losses of a batch; with guidance, also the guidance and feedback losses.
+
+        Args:
+            inputs (Tensor): images ``(N, C, H, W)``.
+            data_samples (list[PoseDataSample]): the batch's samples.
+
+        Returns:
+            dict: the losses.
+        """
+        if not self.with_guidance:
+            return super().loss(inputs, data_samples)
+        feats, levels = self.extract_feat_and_levels(inputs)
+        heatmaps = self.head.forward(feats)
+        guide_preds = self.guidance(levels)
+        gt_heatmaps, keypoint_weights = pack_heatmap_targets(data_samples)
+        return self.loss_by_tensors(heatmaps, guide_preds, gt_heatmaps, keypoint_weights)
+
+    # ------------------------------------------------------------------ checkpoints
+    @staticmethod
+    def strip_guidance(state_dict: Dict[str, Tensor], prefix: str = '') -> Dict[str, Tensor]:
+        """Return ``state_dict`` without the guidance heads' entries (an inference checkpoint).
+
+        Args:
+            state_dict (dict): a state dict of this model.
+            prefix (str): the model's prefix in ``state_dict``.
+
+        Returns:
+            dict: a new dict without the ``{prefix}guidance.*`` keys.
+        """
+        drop = prefix + GUIDANCE_PREFIX
+        return OrderedDict((k, v) for k, v in state_dict.items() if not k.startswith(drop))
+
+    @staticmethod
+    def _drop_guidance_keys(state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Load-state-dict pre-hook of a model without guidance: ignore ``guidance.*`` keys."""
+        for key in [k for k in state_dict if k.startswith(prefix + GUIDANCE_PREFIX)]:
+            del state_dict[key]
