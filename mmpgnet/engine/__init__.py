@@ -1,2 +1,6 @@
 """Engine parts: hooks, model and optimizer wrappers (each registered on import)."""
-from . import hooks, model_wrappers, optim_wrappers  # noqa: F401
+from . import hooks  # noqa: F401
+from .model_wrappers import DeviceAgnosticDDP
+from .optim_wrappers import CPUAmpOptimWrapper
+
+__all__ = ['DeviceAgnosticDDP', 'CPUAmpOptimWrapper']
