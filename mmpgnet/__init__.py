@@ -7,4 +7,4 @@ from .version import __version__  # noqa: F401
 from .utils import checkpoint_safety  # noqa: F401  (lets torch.load read MMEngine checkpoints)
 from . import datasets, engine, models  # noqa: F401,E402
 
-__all__ = ["__version__"]
+__all__ = ['__version__']

@@ -1,5 +1,6 @@
 """tools/train.py, tools/test.py, --resume and tools/dist_train.sh on stock configs, end to end."""
 import glob
+import os
 import json
 import os.path as osp
 
@@ -102,3 +103,21 @@ def test_train_reports_missing_config_and_data(tmp_path, synthetic_coco):
         run_tool(['train.py', str(tmp_path / 'nope.py')])
     with pytest.raises(pytest.fail.Exception, match='person_keypoints_train.json.*does not exist'):
         run_tool(['train.py', POSE_R50, '--synthetic-data', str(tmp_path / 'nothing')])
+
+
+def test_broken_annotations_name_file_and_field(synthetic_coco, tmp_path):
+    import shutil
+    root = tmp_path / 'broken'
+    shutil.copytree(synthetic_coco, root)
+    ann_file = root / 'annotations' / 'person_keypoints_train.json'
+    data = json.load(open(ann_file))
+    del data['annotations'][1]['keypoints']
+    json.dump(data, open(ann_file, 'w'))
+    with pytest.raises(pytest.fail.Exception,
+                       match=r'person_keypoints_train.json: annotations\[1\].*"keypoints"'):
+        run_tool(['train.py', POSE_R50, '--synthetic-data', str(root)])
+    data = json.load(open(root / 'annotations' / 'person_keypoints_val.json'))
+    os.remove(root / 'val' / data['images'][0]['file_name'])
+    (tmp_path / 'x.pth').write_bytes(b'')
+    with pytest.raises(pytest.fail.Exception, match=r'images\[0\] refers to .*jpg, which is not'):
+        run_tool(['test.py', POSE_R50, str(tmp_path / 'x.pth'), '--synthetic-data', str(root)])

@@ -154,4 +154,8 @@ def main(argv=None) -> List[str]:
 
 
 if __name__ == '__main__':
-    main()
+    from mmpgnet.datasets import CocoFormatError
+    try:
+        main()
+    except (FileNotFoundError, CocoFormatError) as error:  # bad input: the message says it all
+        sys.exit(f'error: {error}')

@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
-    cfg = load_config(args)
+    cfg = load_config(args, mode='test')
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
@@ -51,4 +51,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    from mmpgnet.datasets import CocoFormatError
+    try:
+        main()
+    except (FileNotFoundError, CocoFormatError) as error:  # bad input: the message says it all
+        sys.exit(f'error: {error}')

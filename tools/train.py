@@ -61,4 +61,8 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from mmpgnet.datasets import CocoFormatError
+    try:
+        main()
+    except (FileNotFoundError, CocoFormatError) as error:  # bad input: the message says it all
+        sys.exit(f'error: {error}')

@@ -8,7 +8,10 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
-from .synthetic_data import use_synthetic_data
+from .synthetic_data import DATALOADER_SPLITS, coco_datasets, use_synthetic_data
+
+#: annotation files up to this size are validated before the run (larger ones load slowly)
+VALIDATE_MAX_BYTES = 100 * 2**20
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -58,11 +61,12 @@ def resolve_config_path(config: str) -> str:
     return path
 
 
-def load_config(args: argparse.Namespace) -> Config:
+def load_config(args: argparse.Namespace, mode: str = 'train') -> Config:
     """Load the config and apply the common arguments to it.
 
     Args:
         args (argparse.Namespace): parsed arguments of :func:`add_common_args`.
+        mode (str): ``'train'`` (validates the train and val data) or ``'test'`` (test data).
 
     Returns:
         Config: the config with launcher, options, work dir and data applied.
@@ -82,8 +86,36 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    validate_annotations(
+        cfg, ('train_dataloader', 'val_dataloader') if mode == 'train' else ('test_dataloader', ))
     setup_cpu_distributed(cfg)
     return cfg
+
+
+def validate_annotations(cfg: Config, loaders=tuple(DATALOADER_SPLITS)) -> None:
+    """Check the COCO annotation files of the config's dataloaders before anything is built.
+
+    A missing file, a missing field or a missing image then fails with a message naming the
+    file and the field (:func:`mmpgnet.datasets.validate_coco_file`) instead of a ``KeyError``
+    from inside the loader. Files over ``VALIDATE_MAX_BYTES`` (full COCO) are left to the loader.
+
+    Args:
+        cfg (Config): the config.
+        loaders (Sequence[str]): the dataloader keys to check.
+    """
+    from mmpgnet.datasets import validate_coco_file
+    keypoints = cfg.get('default_scope') == 'mmpose'
+    for key in loaders:
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        for dataset in coco_datasets(loader.get('dataset')):
+            root = dataset.get('data_root') or ''
+            ann_file = osp.join(root, dataset.ann_file)
+            if osp.isfile(ann_file) and osp.getsize(ann_file) > VALIDATE_MAX_BYTES:
+                continue
+            img_dir = osp.join(root, (dataset.get('data_prefix') or {}).get('img', ''))
+            validate_coco_file(ann_file, keypoints=keypoints, img_dir=img_dir)
 
 
 def setup_cpu_distributed(cfg: Config, timeout_s: Optional[int] = None) -> None:

@@ -22,11 +22,11 @@ def synthetic_ann_file(data_root: str, split: str) -> str:
     return osp.join(data_root, 'annotations', f'person_keypoints_{split}.json')
 
 
-def _coco_datasets(dataset_cfg: Any) -> Iterator[ConfigDict]:
+def coco_datasets(dataset_cfg: Any) -> Iterator[ConfigDict]:
     """Yield every COCO dataset dict inside a dataset config, through wrappers and lists."""
     if isinstance(dataset_cfg, (list, tuple)):
         for item in dataset_cfg:
-            yield from _coco_datasets(item)
+            yield from coco_datasets(item)
         return
     if not isinstance(dataset_cfg, dict):
         return
@@ -34,7 +34,7 @@ def _coco_datasets(dataset_cfg: Any) -> Iterator[ConfigDict]:
         yield dataset_cfg
     for key in _WRAPPER_KEYS:
         if key in dataset_cfg:
-            yield from _coco_datasets(dataset_cfg[key])
+            yield from coco_datasets(dataset_cfg[key])
 
 
 def _evaluators(cfg: Config) -> Iterator[ConfigDict]:
@@ -77,7 +77,7 @@ def use_synthetic_data(cfg: Config, data_root: str) -> Config:
                 f'{loader_key} needs the annotation file {ann_file}, which does not exist: '
                 f'generate the dataset with `python tools/dataset_converters/'
                 f'generate_synthetic_coco.py {data_root}`')
-        for dataset in _coco_datasets(loader.get('dataset')):
+        for dataset in coco_datasets(loader.get('dataset')):
             dataset.data_root = data_root
             dataset.ann_file = ann_file
             dataset.data_prefix = dict(img=f'{split}/')
