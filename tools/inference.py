@@ -155,7 +155,7 @@ def main(argv=None) -> List[str]:
 
 if __name__ == '__main__':
     from mmpgnet.datasets import CocoFormatError
-    try:
+    try:  # every error main() raises itself is about the input: print it without a traceback
         main()
-    except (FileNotFoundError, CocoFormatError) as error:  # bad input: the message says it all
+    except (FileNotFoundError, ValueError, KeyError, CocoFormatError) as error:  # bad input
         sys.exit(f'error: {error}')

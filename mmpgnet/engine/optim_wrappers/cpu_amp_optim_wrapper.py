@@ -1,6 +1,6 @@
-"""Mixed precision on the CPU: bfloat16 autocast for MMEngine's optimizer wrapper."""
+"""Mixed precision on the CPU: bfloat16 autocast of the feature extractor."""
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -9,18 +9,34 @@ from mmengine.optim import OptimWrapper
 from mmpgnet.registry import register_optim_wrapper
 
 
+def _to_float32(value: Any) -> Any:
+    """Cast low-precision floating tensors (also inside tuples, lists, dicts) to float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() and value.dtype != torch.float32 \
+            else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    return value
+
+
 @register_optim_wrapper()
 class CPUAmpOptimWrapper(OptimWrapper):
-    """An ``OptimWrapper`` whose forward runs under ``torch.autocast('cpu', torch.bfloat16)``.
+    """An ``OptimWrapper`` that runs the feature extractor under CPU bfloat16 autocast.
 
     MMEngine's ``AmpOptimWrapper`` asserts a CUDA (or NPU/MLU/MUSA) device, so ``--amp`` cannot
-    work on CPU machines with it. bfloat16 has float32's exponent range, so no loss scaling is
-    needed: gradients and the optimizer step stay in float32 (the parameters are never cast).
-    ``tools/train.py --amp`` picks this wrapper when CUDA is unavailable and
-    ``AmpOptimWrapper`` otherwise.
+    work on CPU machines with it. This wrapper autocasts only the submodules named in
+    ``autocast_modules`` (the backbone and neck by default, where nearly all FLOPs are) and casts
+    their outputs back to float32, so heads, losses and metrics computed in numpy (MMPose's
+    ``to_numpy`` rejects bfloat16) run in float32. A model with none of those submodules is
+    autocast as a whole. bfloat16 has float32's exponent range: no loss scaling is needed, and
+    parameters, gradients and the optimizer step stay float32. ``tools/train.py --amp`` picks this
+    wrapper when CUDA is unavailable and ``AmpOptimWrapper`` otherwise.
 
     Args:
         dtype (str | torch.dtype): autocast dtype, ``'bfloat16'`` (default) or ``'float16'``.
+        autocast_modules (Sequence[str]): names of the model's submodules to autocast.
         **kwargs: passed to :class:`mmengine.optim.OptimWrapper`.
 
     Example:
@@ -28,7 +44,8 @@ class CPUAmpOptimWrapper(OptimWrapper):
         ...                      optimizer=dict(type='SGD', lr=0.01))
     """
 
-    def __init__(self, dtype: str | torch.dtype = 'bfloat16', **kwargs) -> None:
+    def __init__(self, dtype: str | torch.dtype = 'bfloat16',
+                 autocast_modules: Sequence[str] = ('backbone', 'neck'), **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(dtype, str):
             if dtype not in ('bfloat16', 'float16'):
@@ -36,9 +53,36 @@ class CPUAmpOptimWrapper(OptimWrapper):
                                  f'got {dtype!r}')
             dtype = getattr(torch, dtype)
         self.cast_dtype = dtype
+        self.autocast_modules = tuple(autocast_modules)
+        self._active: List[torch.autocast] = []
+
+    def _targets(self, model: nn.Module) -> List[nn.Module]:
+        model = getattr(model, 'module', model)  # unwrap DDP-like wrappers
+        found = [getattr(model, n) for n in self.autocast_modules
+                 if isinstance(getattr(model, n, None), nn.Module)]
+        return found or [model]
+
+    def _enter(self, module: nn.Module, args: Any) -> None:
+        ctx = torch.autocast('cpu', dtype=self.cast_dtype)
+        ctx.__enter__()
+        self._active.append(ctx)
+
+    def _exit(self, module: nn.Module, args: Any, output: Any) -> Any:
+        self._active.pop().__exit__(None, None, None)
+        return _to_float32(output)
 
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        """Enter the parent context (gradient accumulation) and CPU autocast."""
-        with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
-            yield
+        """Enter the parent context (gradient accumulation) with autocast hooks installed."""
+        handles = []
+        for target in self._targets(model):
+            handles.append(target.register_forward_pre_hook(self._enter))
+            handles.append(target.register_forward_hook(self._exit))
+        try:
+            with super().optim_context(model):
+                yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            while self._active:  # a forward that raised left its autocast open
+                self._active.pop().__exit__(None, None, None)

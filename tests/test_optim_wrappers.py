@@ -1,0 +1,54 @@
+"""CPUAmpOptimWrapper: bfloat16 autocast of backbone/neck, float32 everywhere else."""
+import pytest
+import torch
+import torch.nn as nn
+
+from mmpgnet.engine import CPUAmpOptimWrapper
+
+
+class _Net(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 4, 3)
+        self.neck = nn.Conv2d(4, 4, 1)
+        self.head = nn.Conv2d(4, 2, 1)
+        self.seen = {}
+
+    def forward(self, x):
+        feat = self.neck(self.backbone(x))
+        self.seen['neck_out'] = feat.dtype
+        out = self.head(feat)
+        self.seen['head_out'] = out.dtype
+        return out
+
+
+def test_backbone_and_neck_autocast_head_float32():
+    net = _Net()
+    wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+    x = torch.randn(2, 3, 8, 8)
+    with wrapper.optim_context(net):
+        out = net(x)
+    assert net.seen == {'neck_out': torch.float32, 'head_out': torch.float32}
+    # the conv inside really ran in bfloat16: its result differs from the float32 one
+    ref = net(x)
+    assert not torch.equal(out, ref) and torch.allclose(out, ref, atol=0.1)
+    loss = out.square().mean()
+    wrapper.update_params(loss)
+    assert all(p.dtype == torch.float32 and p.grad is None for p in net.parameters())
+    # hooks are gone after the context
+    assert not net.backbone._forward_pre_hooks and not net.backbone._forward_hooks
+
+
+def test_model_without_named_parts_is_autocast_whole():
+    net = nn.Sequential(nn.Linear(4, 4))
+    wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+    with wrapper.optim_context(net):
+        out = net(torch.randn(3, 4))
+    assert out.dtype == torch.float32
+
+
+def test_bad_dtype():
+    with pytest.raises(ValueError, match="'bfloat16' or 'float16'"):
+        CPUAmpOptimWrapper(dtype='int8', optimizer=torch.optim.SGD([nn.Parameter(
+            torch.ones(1))], lr=0.1))
