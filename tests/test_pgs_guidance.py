@@ -1,0 +1,200 @@
+"""PGS guidance: losses, deep -> shallow feedback, zero inference cost, plain checkpoints, errors."""
+import copy
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from mmengine.registry import DefaultScope
+from mmpose.registry import MODELS
+from mmpose.testing import get_packed_inputs
+
+from mmpgnet.engine.hooks.pipeline_guidance_hook import PipelineGuidanceHook, guidance_factor
+from mmpgnet.models.pose_estimators import PGNetPoseEstimator, cffm_levels_and_outputs
+
+CODEC = dict(type='MSRAHeatmap', input_size=(48, 64), heatmap_size=(12, 16), sigma=2)
+GUIDANCE = dict(in_levels=[1, 2, 3], weights=[0.5, 0.5, 0.5], feedback_weight=0.25, cascade=0)
+
+
+def tiny_pose_cfg(guidance=GUIDANCE, type='PGNetPoseEstimator', compute_acc=False) -> dict:
+    """A small ResNet-18 + CFFM + heatmap head model at 64x48 input (same layout as PGNet)."""
+    cfg = dict(
+        type=type,
+        data_preprocessor=dict(type='PoseDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
+        backbone=dict(type='ResNet', depth=18, stem_channels=8, base_channels=8,
+                      out_indices=(0, 1, 2, 3)),
+        neck=dict(type='CFFM', in_channels=[8, 16, 32, 64], out_channels=16, num_cascades=2,
+                  out_mode='single', single_level=1),
+        head=dict(type='HeatmapHead', in_channels=16, out_channels=17,
+                  deconv_out_channels=(16, ), deconv_kernel_sizes=(4, ), conv_out_channels=None,
+                  conv_kernel_sizes=None,
+                  loss=dict(type='KeypointMSELoss', use_target_weight=True), decoder=CODEC),
+        train_cfg=dict(compute_acc=compute_acc),
+        test_cfg=dict(flip_test=False))
+    if type == 'PGNetPoseEstimator':
+        cfg['guidance_cfg'] = copy.deepcopy(guidance)
+    return cfg
+
+
+def build_tiny(seed: int = 0, **kwargs) -> torch.nn.Module:
+    """Build :func:`tiny_pose_cfg` with a fixed seed, in train mode."""
+    DefaultScope.get_instance(f'pgs-test-{torch.randint(1 << 30, ()).item()}',
+                              scope_name='mmpose')
+    torch.manual_seed(seed)
+    model = MODELS.build(tiny_pose_cfg(**kwargs))
+    model.train()
+    return model
+
+
+def tiny_batch(batch_size: int = 8) -> dict:
+    """A packed batch for the tiny model (random images and heatmaps, fixed seed)."""
+    return get_packed_inputs(batch_size, img_shape=(64, 48), input_size=(48, 64),
+                             heatmap_size=(12, 16), with_simcc_label=False, with_reg_label=False)
+
+
+def _losses(model, data):
+    d = model.data_preprocessor(data, True)
+    return model.loss(d['inputs'], d['data_samples'])
+
+
+def test_guidance_losses_follow_the_scale_and_keep_the_main_loss():
+    model = build_tiny(compute_acc=True)
+    plain = build_tiny(guidance=None, compute_acc=True)
+    plain.load_state_dict(model.state_dict())  # drops guidance.* keys
+    data = tiny_batch(4)
+    losses = _losses(model, data)
+    expected = {'loss_kpt', 'acc_pose'} | {f'loss_guide_l{i}' for i in (1, 2, 3)} | \
+        {f'loss_fb_l{i}' for i in (1, 2, 3)}
+    assert set(losses) == expected
+    assert all(losses[k] > 0 for k in expected if k.startswith('loss'))
+    # the main loss is exactly the plain model's
+    assert torch.equal(losses['loss_kpt'], _losses(plain, data)['loss_kpt'])
+    model.guidance_scale = 0.5
+    half = _losses(model, data)
+    for k in expected - {'loss_kpt', 'acc_pose'}:
+        torch.testing.assert_close(half[k], losses[k] * 0.5)
+    model.guidance_scale = 0.0
+    assert all(v == 0 for k, v in _losses(model, data).items() if 'guide' in k or 'fb' in k)
+
+
+def test_guidance_targets_are_gt_at_each_level_stride():
+    model = build_tiny()
+    d = model.data_preprocessor(tiny_batch(2), True)
+    _, levels = model.extract_feat_and_levels(d['inputs'])
+    preds = model.guidance(levels)
+    # CFFM levels 1..3 of a 64x48 input: strides 8, 16, 32
+    assert [tuple(p.shape[-2:]) for p in preds] == [(8, 6), (4, 3), (2, 2)]
+    assert all(p.shape[1] == 17 for p in preds)
+
+
+def test_feedback_is_detached_and_trains_only_the_guidance_heads():
+    feedback_only = dict(GUIDANCE, weights=[0.0, 0.0, 0.0], feedback_weight=1.0)
+    model = build_tiny(guidance=feedback_only)
+    plain = build_tiny(guidance=None)
+    plain.load_state_dict(model.state_dict())
+    data = tiny_batch(4)
+    sum(v for k, v in _losses(model, data).items() if 'loss' in k).backward()
+    sum(v for k, v in _losses(plain, data).items() if 'loss' in k).backward()
+    # the feedback does not reach the main head (its target is detached) ...
+    for (name, p), q in zip(model.head.named_parameters(), plain.head.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    # ... but trains the guidance heads
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.guidance.parameters())
+
+
+def test_cffm_levels_path_equals_the_neck_forward():
+    model = build_tiny().eval()
+    feats = model.backbone(torch.rand(2, 3, 64, 48))
+    outs, levels = cffm_levels_and_outputs(model.neck, feats, cascade=0)
+    for a, b in zip(outs, model.neck(feats)):
+        assert torch.equal(a, b)
+    assert len(levels) == model.neck.num_levels
+
+
+def test_inference_is_the_model_without_guidance():
+    model = build_tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sum(v for k, v in _losses(model, tiny_batch(4)).items() if 'loss' in k).backward()
+    opt.step()  # non-trivial weights, guidance included
+    model.eval()
+    without = build_tiny(guidance=None).eval()
+    missing = without.load_state_dict(model.state_dict(), strict=True)  # guidance keys dropped
+    assert not missing.missing_keys and not missing.unexpected_keys
+    stock = build_tiny(type='TopdownPoseEstimator').eval()
+    stock.load_state_dict(PGNetPoseEstimator.strip_guidance(model.state_dict()), strict=True)
+
+    n_guidance = sum(p.numel() for p in model.guidance.parameters())
+    assert n_guidance > 0
+    assert sum(p.numel() for p in without.parameters()) == \
+        sum(p.numel() for p in model.parameters()) - n_guidance
+    assert not any(k.startswith('guidance.') for k in without.state_dict())
+
+    calls = []
+    model.guidance.register_forward_hook(lambda *a: calls.append(1))
+    data = tiny_batch(3)
+    with torch.no_grad():
+        d = model.data_preprocessor(data, False)
+        out = model(d['inputs'], None, mode='tensor')
+        preds = model.test_step(copy.deepcopy(data))
+        for other in (without, stock):
+            assert torch.equal(other(d['inputs'], None, mode='tensor'), out)
+            other_preds = other.test_step(copy.deepcopy(data))
+            for p, q in zip(preds, other_preds):
+                assert torch.equal(torch.as_tensor(p.pred_instances.keypoints),
+                                   torch.as_tensor(q.pred_instances.keypoints))
+    assert calls == []  # no guidance computation at test time
+
+
+def test_export_inference_checkpoint_drops_guidance(tmp_path):
+    model = build_tiny()
+    src, dst = str(tmp_path / 'train.pth'), str(tmp_path / 'infer.pth')
+    torch.save(dict(meta=dict(epoch=1), state_dict=model.state_dict(), optimizer={}), src)
+    spec = importlib.util.spec_from_file_location(
+        'export_ckpt', osp.join(REPO_ROOT, 'tools', 'misc', 'export_inference_checkpoint.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    dropped = tool.export(src, dst)
+    out = torch.load(dst)
+    assert dropped == len(model.guidance.state_dict()) and set(out) == {'meta', 'state_dict'}
+    assert not any(k.startswith('guidance.') for k in out['state_dict'])
+    build_tiny(guidance=None).load_state_dict(out['state_dict'], strict=True)
+
+
+@pytest.mark.parametrize('guidance,message', [
+    (dict(GUIDANCE, in_levels=[1, 4]), r'in_levels \[4\] do not exist.*indices 0\.\.3'),
+    (dict(GUIDANCE, weights=[1.0]), 'weights has 1 entries but in_levels'),
+    (dict(GUIDANCE, cascade=2), 'cascade=2 does not exist.*2 cascade'),
+    (dict(GUIDANCE, in_levels=[]), 'in_levels is empty'),
+    (dict(GUIDANCE, target_resize='nearest'), 'target_resize must be one of'),
+    (dict(GUIDANCE, in_level=[1]), 'unknown keys'),
+])
+def test_bad_guidance_configs_name_the_problem(guidance, message):
+    with pytest.raises(ValueError, match=message):
+        build_tiny(guidance=guidance)
+
+
+def test_guidance_needs_a_cffm_neck():
+    cfg = tiny_pose_cfg()
+    cfg['neck'] = dict(type='FeatureMapProcessor', select_index=3)
+    cfg['head']['in_channels'] = 64
+    with pytest.raises(ValueError, match='needs|guides intermediate CFFM levels'):
+        MODELS.build(cfg)
+
+
+def test_guidance_schedules():
+    assert guidance_factor('constant', 0.7) == 1.0
+    assert guidance_factor('linear', 0.0) == 1.0
+    assert guidance_factor('linear', 0.5, end_factor=0.2) == pytest.approx(0.6)
+    assert guidance_factor('cosine', 0.5, end_factor=0.0) == pytest.approx(0.5)
+    assert guidance_factor('cosine', 1.0, end_factor=0.1) == pytest.approx(0.1)
+    assert guidance_factor('cosine', 2.0, end_factor=0.1) == pytest.approx(0.1)  # clipped
+    hook = PipelineGuidanceHook(schedule='linear', begin=10, end=20, end_factor=0.0)
+    assert [hook.factor_at(i, 100) for i in (0, 10, 15, 20, 50)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    cos = PipelineGuidanceHook(schedule='cosine')  # end defaults to the run's length
+    assert cos.factor_at(50, 100) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match='schedule must be one of'):
+        PipelineGuidanceHook(schedule='step')
+    with pytest.raises(ValueError, match='end > begin'):
+        PipelineGuidanceHook(schedule='linear', begin=5, end=5)
