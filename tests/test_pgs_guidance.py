@@ -82,8 +82,7 @@ def test_guidance_losses_follow_the_scale_and_keep_the_main_loss():
 def test_guidance_targets_are_gt_at_each_level_stride():
     model = build_tiny()
     d = model.data_preprocessor(tiny_batch(2), True)
-    _, levels = model.extract_feat_and_levels(d['inputs'])
-    preds = model.guidance(levels)
+    _, preds = model.extract_feat_and_guidance(d['inputs'])
     # CFFM levels 1..3 of a 64x48 input: strides 8, 16, 32
     assert [tuple(p.shape[-2:]) for p in preds] == [(8, 6), (4, 3), (2, 2)]
     assert all(p.shape[1] == 17 for p in preds)
@@ -107,10 +106,12 @@ def test_feedback_is_detached_and_trains_only_the_guidance_heads():
 def test_cffm_levels_path_equals_the_neck_forward():
     model = build_tiny().eval()
     feats = model.backbone(torch.rand(2, 3, 64, 48))
-    outs, levels = cffm_levels_and_outputs(model.neck, feats, cascade=0)
+    seen = []
+    outs, levels, extra = cffm_levels_and_outputs(model.neck, feats, cascade=0,
+                                                  on_levels=lambda lv: seen.append(lv) or 7)
     for a, b in zip(outs, model.neck(feats)):
         assert torch.equal(a, b)
-    assert len(levels) == model.neck.num_levels
+    assert len(levels) == model.neck.num_levels and seen == [levels] and extra == 7
 
 
 def test_inference_is_the_model_without_guidance():

@@ -4,3 +4,4 @@ from .model_wrappers import DeviceAgnosticDDP
 from .optim_wrappers import CPUAmpOptimWrapper
 
 __all__ = ['DeviceAgnosticDDP', 'CPUAmpOptimWrapper']
+from . import runner  # noqa: F401,E402

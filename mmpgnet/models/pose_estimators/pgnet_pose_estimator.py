@@ -1,6 +1,6 @@
 """PGNet top-down pose estimator: TopdownPoseEstimator + PGS heatmap guidance (training only)."""
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmpose.evaluation.functional import pose_pck_accuracy
@@ -54,31 +54,42 @@ def heatmap_head_loss(head: torch.nn.Module, pred: Tensor, gt_heatmaps: Tensor,
     return losses
 
 
-def cffm_levels_and_outputs(neck: CFFM, feats: Sequence[Tensor],
-                            cascade: int) -> Tuple[Tuple[Tensor, ...], List[Tensor]]:
+def cffm_levels_and_outputs(
+        neck: CFFM,
+        feats: Sequence[Tensor],
+        cascade: int,
+        on_levels: Optional[Callable[[List[Tensor]], Any]] = None
+) -> Tuple[Tuple[Tensor, ...], List[Tensor], Any]:
     """Run a CFFM neck and also return the fused levels of one cascade.
 
     It calls the neck's own building blocks in the order of ``CFFM.forward`` (the tests check
-    that the outputs equal ``neck(feats)``).
+    that the outputs equal ``neck(feats)``). ``on_levels`` runs right after that cascade, which
+    is where the pipeline's guidance block runs too, so that the single-process model and the
+    pipeline stages record their operations in the same order (and sum gradients in the same
+    order: the results then agree to float rounding, not just approximately).
 
     Args:
         neck (CFFM): the neck.
         feats (Sequence[Tensor]): backbone features.
         cascade (int): index of the cascade whose output levels are returned.
+        on_levels (Callable, optional): called with that cascade's levels.
 
     Returns:
-        tuple: the neck's outputs and the ``num_levels`` fused maps of cascade ``cascade``.
+        tuple: the neck's outputs, the ``num_levels`` fused maps of cascade ``cascade`` and
+        what ``on_levels`` returned (None without it).
     """
     neck._check_inputs(feats)
     laterals = [conv(feats[neck.start_level + i]) for i, conv in enumerate(neck.lateral_convs)]
-    levels, x = None, laterals
+    levels, extra, x = None, None, laterals
     for k, nodes in enumerate(neck.cascades):
         x = neck._run_cascade(nodes, x)
         if k == cascade:
             levels = x
+            if on_levels is not None:
+                extra = on_levels(levels)
     if neck.out_mode == 'single':
-        return (neck._merge_single(x), ), levels
-    return tuple(neck._add_extra_levels(list(x), feats, laterals)), levels
+        return (neck._merge_single(x), ), levels, extra
+    return tuple(neck._add_extra_levels(list(x), feats, laterals)), levels, extra
 
 
 @register_model()
@@ -155,19 +166,26 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
         return self.guidance is not None
 
     # ------------------------------------------------------------------ training
-    def extract_feat_and_levels(self, inputs: Tensor) -> Tuple[Tuple[Tensor, ...], List[Tensor]]:
-        """Backbone + neck features, and the guided CFFM levels.
+    def extract_feat_and_guidance(
+            self, inputs: Tensor) -> Tuple[Tuple[Tensor, ...], List[Tensor]]:
+        """Backbone + neck features, and the guidance predictions on the guided CFFM levels.
+
+        The guidance heads run right after the cascade they read (as in the pipeline).
 
         Args:
             inputs (Tensor): images ``(N, C, H, W)``.
 
         Returns:
-            tuple: the neck outputs (as :meth:`extract_feat`) and the guided levels in the order
-            of ``guidance_cfg.in_levels``.
+            tuple: the neck outputs (as :meth:`extract_feat`) and one guidance prediction per
+            level of ``guidance_cfg.in_levels``.
         """
         feats = self.backbone(inputs)
-        outs, levels = cffm_levels_and_outputs(self.neck, feats, self.guidance_cascade)
-        return outs, [levels[i] for i in self.guidance.in_levels]
+
+        def guide(levels: List[Tensor]) -> List[Tensor]:
+            return self.guidance([levels[i] for i in self.guidance.in_levels])
+
+        outs, _, preds = cffm_levels_and_outputs(self.neck, feats, self.guidance_cascade, guide)
+        return outs, preds
 
     def loss_by_tensors(self, heatmaps: Tensor, guide_preds: Sequence[Tensor],
                         gt_heatmaps: Tensor, keypoint_weights: Tensor) -> Dict[str, Tensor]:
@@ -201,9 +219,8 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
         """
         if not self.with_guidance:
             return super().loss(inputs, data_samples)
-        feats, levels = self.extract_feat_and_levels(inputs)
+        feats, guide_preds = self.extract_feat_and_guidance(inputs)
         heatmaps = self.head.forward(feats)
-        guide_preds = self.guidance(levels)
         gt_heatmaps, keypoint_weights = pack_heatmap_targets(data_samples)
         return self.loss_by_tensors(heatmaps, guide_preds, gt_heatmaps, keypoint_weights)
 

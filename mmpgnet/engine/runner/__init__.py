@@ -1,0 +1,4 @@
+"""mmpgnet runners."""
+from .pipeline_runner import PipelineRunner
+
+__all__ = ['PipelineRunner']

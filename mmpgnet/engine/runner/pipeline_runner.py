@@ -1,0 +1,156 @@
+"""A Runner that builds pipeline wrappers in every run, and feeds each pipeline one batch."""
+import math
+from typing import Any, Dict, Optional, Union
+
+from mmengine.device import get_device
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import MODEL_WRAPPERS, RUNNERS
+from mmengine.runner import Runner
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mmpgnet.engine.model_wrappers.pipeline_guidance_wrapper import PipelineGuidanceWrapper
+
+
+def _is_pipeline_cfg(model_wrapper_cfg: Optional[dict]) -> bool:
+    if not model_wrapper_cfg or 'type' not in model_wrapper_cfg:
+        return False
+    wrapper = model_wrapper_cfg['type']
+    if isinstance(wrapper, str):
+        wrapper = MODEL_WRAPPERS.get(wrapper)
+    return isinstance(wrapper, type) and issubclass(wrapper, PipelineGuidanceWrapper)
+
+
+@RUNNERS.register_module()
+class PipelineRunner(Runner):
+    """MMEngine ``Runner`` for :class:`PipelineGuidanceWrapper` (``runner_type='PipelineRunner'``).
+
+    It differs from ``Runner`` only when ``model_wrapper_cfg`` names a pipeline wrapper:
+
+    * ``wrap_model`` builds the wrapper also in a one-process run (MMEngine's ignores
+      ``model_wrapper_cfg`` there) and never hands it ``device_ids``;
+    * the train dataloader is sharded over pipeline *replicas*, not ranks: the stages of one
+      replica read the same batches (the first stage uses the images, the others only the
+      batch size), and ``drop_last`` is set so that every batch splits into micro-batches;
+      validation and test keep MMEngine's per-rank sharding (every rank predicts with the whole
+      model);
+    * before validation, testing and checkpointing the stages are broadcast to every rank of
+      the replica, and the optimizer state of all stages is merged into the checkpoint, which
+      therefore is the plain model's.
+
+    Args:
+        *args: the arguments of ``Runner``.
+        **kwargs: the keyword arguments of ``Runner``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        wrapper_cfg = kwargs.get('model_wrapper_cfg')
+        self._pipeline = _is_pipeline_cfg(wrapper_cfg)
+        train_loader = kwargs.get('train_dataloader')
+        if self._pipeline and isinstance(train_loader, dict):
+            micro = int(wrapper_cfg.get('num_microbatches', 4))
+            batch = int(train_loader.get('batch_size', 1))
+            if batch % micro:
+                raise ValueError(f'train_dataloader.batch_size={batch} is not a multiple of '
+                                 f'model_wrapper_cfg.num_microbatches={micro}: change one of them')
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> 'PipelineRunner':
+        """Build from a config, as ``Runner.from_cfg`` (``RUNNERS.build`` calls this)."""
+        return super().from_cfg(cfg)
+
+    @property
+    def pipeline(self) -> Optional[PipelineGuidanceWrapper]:
+        """The pipeline wrapper, or None."""
+        return self.model if isinstance(self.model, PipelineGuidanceWrapper) else None
+
+    def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: nn.Module) -> nn.Module:
+        """Build the pipeline wrapper (in every run), or defer to ``Runner.wrap_model``.
+
+        Args:
+            model_wrapper_cfg (dict, optional): the wrapper config.
+            model (nn.Module): the model.
+
+        Returns:
+            nn.Module: the wrapped model.
+        """
+        if not _is_pipeline_cfg(model_wrapper_cfg) or is_model_wrapper(model):
+            return super().wrap_model(model_wrapper_cfg, model)
+        model = model.to(get_device())
+        return MODEL_WRAPPERS.build(model_wrapper_cfg, default_args=dict(module=model))
+
+    def build_dataloader(self, dataloader: Union[DataLoader, Dict], seed: Optional[int] = None,
+                         diff_rank_seed: bool = False) -> DataLoader:
+        """``Runner.build_dataloader``; the train loader of a pipeline run is per replica.
+
+        Args:
+            dataloader (DataLoader | dict): the loader or its config.
+            seed (int, optional): random seed.
+            diff_rank_seed (bool): different seeds per rank.
+
+        Returns:
+            DataLoader: the loader.
+        """
+        is_train = self._pipeline and dataloader is self._train_dataloader
+        if is_train and isinstance(dataloader, dict) and not dataloader.get('drop_last', False):
+            dataloader = dict(dataloader, drop_last=True)
+            self._train_dataloader = dataloader
+            print_log('PipelineRunner: train_dataloader.drop_last=True, so that every batch '
+                      'splits into equal micro-batches', 'current')
+        loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+        if is_train:
+            _shard_per_replica(loader, self.model.layout)
+        return loader
+
+    def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        """Broadcast the stages to every rank, then save as ``Runner.save_checkpoint``."""
+        if self.pipeline is not None:
+            self.pipeline.sync_stages()
+        super().save_checkpoint(*args, **kwargs)
+
+    def call_hook(self, fn_name: str, **kwargs: Any) -> None:
+        """Sync stages before evaluation; merge optimizer states into checkpoints; then hooks.
+
+        Args:
+            fn_name (str): the hook point.
+            **kwargs: its arguments.
+        """
+        pipeline = self.pipeline
+        if pipeline is not None:
+            if fn_name in ('before_val_epoch', 'before_test_epoch'):
+                pipeline.sync_stages()
+            elif fn_name == 'before_save_checkpoint' and 'optimizer' in kwargs['checkpoint']:
+                optimizer = self.optim_wrapper.optimizer
+                pipeline.merge_optimizer_state(optimizer, kwargs['checkpoint']['optimizer'])
+        super().call_hook(fn_name, **kwargs)
+
+
+def _shard_per_replica(loader: DataLoader, layout: Any) -> None:
+    """Make the sampler give every rank of a pipeline replica the same indices.
+
+    Args:
+        loader (DataLoader): the train loader (MMEngine's DefaultSampler or InfiniteSampler).
+        layout (PipelineLayout): the wrapper's rank layout.
+
+    Raises:
+        TypeError: for a sampler of another kind.
+    """
+    sampler = loader.sampler
+    if getattr(sampler, 'world_size', None) == layout.num_replicas or layout.local:
+        return
+    if not hasattr(sampler, 'world_size'):
+        raise TypeError('PipelineRunner shards MMEngine DefaultSampler / InfiniteSampler per '
+                        f'pipeline replica; got {type(sampler).__name__}')
+    sampler.rank, sampler.world_size = layout.replica, layout.num_replicas
+    if hasattr(sampler, 'total_size'):  # DefaultSampler
+        if sampler.round_up:
+            sampler.num_samples = math.ceil(len(sampler.dataset) / sampler.world_size)
+            sampler.total_size = sampler.num_samples * sampler.world_size
+        else:
+            sampler.num_samples = math.ceil(
+                (len(sampler.dataset) - sampler.rank) / sampler.world_size)
+            sampler.total_size = len(sampler.dataset)
+    elif hasattr(sampler, '_indices_of_rank'):  # InfiniteSampler
+        sampler.indices = sampler._indices_of_rank()
