@@ -72,6 +72,54 @@ def unsupported_conv_reason(conv: nn.Module) -> Optional[str]:
     return None
 
 
+def _stats_input(x: Tensor) -> Tensor:
+    """``x`` in a dtype fit for statistics (half precision is promoted to float32)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+class _CrossIterationBN(torch.autograd.Function):
+    """Normalise with statistics pooled over the current batch and constant past ones.
+
+    Forward: current mean/second moment, pooled with the past entries (``nu >= mu^2`` per
+    entry), then an inference-mode ``batch_norm`` with the pooled mean and variance. Backward: the
+    pooled statistics depend on the current batch like a synchronised BN over ``n`` equally
+    sized batches of which the others are constants, so torch's training-mode BN backward with
+    the pooled ``mean``/``invstd`` and the weight divided by ``n`` gives every term except
+    ``(1 - 1/n) * weight * invstd * grad_out``, which is added. Two fused passes instead of the
+    half-dozen of the equivalent autograd graph.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                past_mu: Tensor, past_nu: Tensor, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+        var_t, mu_t = torch.var_mean(_stats_input(x), dim=(0, 2, 3), unbiased=False)
+        mus = torch.cat([mu_t[None], past_mu])
+        nus = torch.maximum(torch.cat([(var_t + mu_t * mu_t)[None], past_nu]), mus * mus)
+        mu = mus.mean(0)
+        var = (nus.mean(0) - mu * mu).clamp_min(0)
+        out = F.batch_norm(x, mu, var, weight, bias, False, 0.0, eps)
+        ctx.save_for_backward(x, weight, mu, torch.rsqrt(var + eps))
+        ctx.n = mus.shape[0]
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mu_t, var_t)
+        return out, mu_t, var_t
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:
+        x, weight, mu, invstd = ctx.saved_tensors
+        scale = torch.ones_like(mu) if weight is None else weight.float()
+        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+                ctx.needs_input_grad[2]]
+        grad_out = grad_out.contiguous()
+        dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+            grad_out, x, (scale / ctx.n).to(x.dtype), None, None, mu, invstd, True, ctx.eps,
+            mask)
+        if dx is not None:
+            coef = (scale * invstd * (1 - 1 / ctx.n)).to(x.dtype)
+            dx = dx.addcmul_(grad_out, coef.view(1, -1, 1, 1))
+        return dx, dw, db, None, None, None
+
+
 @register_norm_layer()
 class CBN(_BatchNorm):
     """Cross-Iteration Batch Normalization for 4D inputs (``norm_cfg=dict(type='CBN')``).
@@ -254,22 +302,21 @@ class CBN(_BatchNorm):
         use_window = record and step >= self.burnin_iters and bool(self.win_valid.any())
         if not record and x.shape[0] * x.shape[2] * x.shape[3] > 1:
             return super().forward(x)
-        var_t, mu_t = torch.var_mean(x.float(), dim=(0, 2, 3), unbiased=False)
-        nu_t = var_t + mu_t * mu_t
-        mu, var = mu_t, var_t
         if use_window:
             with torch.no_grad():
-                mu_past, nu_past = self._compensated_window(conv)
-            mus = torch.cat([mu_t[None], mu_past])
-            nus = torch.maximum(torch.cat([nu_t[None], nu_past]), mus * mus)
-            mu = mus.mean(0)
-            var = (nus.mean(0) - mu * mu).clamp_min(0)
+                past_mu, past_nu = self._compensated_window(conv)
+            out, mu_t, var_t = _CrossIterationBN.apply(x, self.weight, self.bias, past_mu,
+                                                       past_nu, self.eps)
             self.compensating = True
-        self._update_running_stats(mu_t.detach(), var_t.detach(), x)
+        else:
+            var_t, mu_t = torch.var_mean(_stats_input(x), dim=(0, 2, 3), unbiased=False)
+            out = self._normalize(x, mu_t, var_t)
+            mu_t, var_t = mu_t.detach(), var_t.detach()
+        self._update_running_stats(mu_t, var_t, x)
         if record:
             with torch.no_grad():
-                self._record(conv, conv_io[0], x, mu_t.detach(), nu_t.detach())
-        return self._normalize(x, mu, var)
+                self._record(conv, conv_io[0], x, mu_t, var_t + mu_t * mu_t)
+        return out
 
     def _normalize(self, x: Tensor, mu: Tensor, var: Tensor) -> Tensor:
         """Apply ``(x - mu) / sqrt(var + eps) * weight + bias`` per channel."""
@@ -297,12 +344,13 @@ class CBN(_BatchNorm):
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
 
     def _conv_params(self, conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
-        """Current weight (C, D) and bias (C,) of the conv, detached, float32."""
-        weight = conv.weight.detach().float().reshape(self.num_features, -1)
+        """Current weight (C, D) and bias (C,) of the conv, detached, in the window's dtype."""
+        dtype = self.win_mu.dtype
+        weight = conv.weight.detach().to(dtype).reshape(self.num_features, -1)
         if conv.bias is None:
             bias = weight.new_zeros(self.num_features)
         else:
-            bias = conv.bias.detach().float()
+            bias = conv.bias.detach().to(dtype)
         return weight, bias
 
     def _dot_mean_patch(self, dmu: Tensor, weight: Tensor) -> Tensor:
@@ -320,13 +368,13 @@ class CBN(_BatchNorm):
         Returns:
             tuple[Tensor, Tensor]: compensated means and second moments, each (k_valid, C).
         """
-        valid = self.win_valid
         weight, bias = self._conv_params(conv)
-        d_bias = bias[None] - self.win_bias[valid]
-        mu = (self.win_mu[valid] + self._dot_mean_patch(self.win_dmu[valid], weight)
-              - self.win_dmu_w[valid] + d_bias)
-        nu = (self.win_nu[valid] + torch.einsum('kcd,cd->kc', self.win_dnu[valid], weight)
-              - self.win_dnu_w[valid] + 2 * self.win_mu[valid] * d_bias)
+        d_bias = bias[None] - self.win_bias
+        mu = (self.win_mu + self._dot_mean_patch(self.win_dmu, weight) - self.win_dmu_w + d_bias)
+        nu = (self.win_nu + torch.einsum('kcd,cd->kc', self.win_dnu, weight) - self.win_dnu_w
+              + 2 * self.win_mu * d_bias)
+        if not bool(self.win_valid.all()):
+            mu, nu = mu[self.win_valid], nu[self.win_valid]
         return mu, nu
 
     def _stat_grads(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
@@ -338,7 +386,7 @@ class CBN(_BatchNorm):
             y (Tensor): its output (this layer's input).
 
         Returns:
-            tuple[Tensor, Tensor]: mean-patch per group and second-moment gradients, float32.
+            tuple[Tensor, Tensor]: mean-patch per group and second-moment gradients.
         """
         padding = conv.padding
         if conv.padding_mode != 'zeros':
@@ -346,14 +394,40 @@ class CBN(_BatchNorm):
             padding = (0, 0)
         groups, c = conv.groups, self.num_features
         m = y.shape[0] * y.shape[2] * y.shape[3]
-        in_per_group = conv.weight.shape[1]
-        kernel = conv.weight.shape[2:]
-        ones = y.new_ones(y.shape[0], groups, y.shape[2], y.shape[3])
-        dmu = torch.nn.grad.conv2d_weight(conv_in, (groups, in_per_group, *kernel), ones,
-                                          conv.stride, padding, conv.dilation, groups)
+        dmu = self._mean_patch_sum(conv, conv_in, padding, y.shape[2:])
         dnu = torch.nn.grad.conv2d_weight(conv_in, conv.weight.shape, y.detach(), conv.stride,
                                           padding, conv.dilation, groups)
-        return dmu.float().reshape(groups, -1) / m, dnu.float().reshape(c, -1) * (2.0 / m)
+        dtype = self.win_mu.dtype
+        return dmu.to(dtype).reshape(groups, -1) / m, dnu.to(dtype).reshape(c, -1) * (2.0 / m)
+
+    @staticmethod
+    def _mean_patch_sum(conv: nn.Conv2d, conv_in: Tensor, padding: Tuple[int, int],
+                        out_hw: Tuple[int, int]) -> Tensor:
+        """Sum over the batch and all output positions of the conv's input patches.
+
+        Computed with strided slices of the batch-summed, zero-padded input (no convolution).
+
+        Args:
+            conv (nn.Conv2d): the conv (kernel size, stride, dilation).
+            conv_in (Tensor): its input (N, C_in, H, W), already padded if not zero-padded.
+            padding (tuple[int, int]): the zero padding still to apply.
+            out_hw (tuple[int, int]): the conv's output height and width.
+
+        Returns:
+            Tensor: (C_in, kh, kw) patch sums.
+        """
+        summed = conv_in.sum(0)
+        if padding[0] or padding[1]:
+            summed = F.pad(summed, (padding[1], padding[1], padding[0], padding[0]))
+        (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+        ho, wo = out_hw
+        out = summed.new_empty(summed.shape[0], kh, kw)
+        for i in range(kh):
+            for j in range(kw):
+                window = summed[:, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                                j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                out[:, i, j] = window.sum((1, 2))
+        return out
 
     def _record(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor, mu: Tensor,
                 nu: Tensor) -> None:

@@ -1,0 +1,11 @@
+# PGNet Table 3 norm ablation, Faster R-CNN R50-CFFM ("ResNet50 + proposed") 1x COCO, norm: cbn.
+# The CFFM neck and a 4conv1fc box head get the ablated norm; the backbone keeps frozen BN.
+_base_ = ['../cffm/faster-rcnn_r50_cffm_1x_coco.py']
+
+norm_cfg = dict(type='CBN', buffer_num=3, burnin_iters=0, requires_grad=True)
+model = dict(
+    neck=dict(norm_cfg=norm_cfg),
+    roi_head=dict(
+        bbox_head=dict(
+            type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=norm_cfg)))
+custom_hooks = [dict(type='CBNHook', burnin_epochs=8)]

@@ -1,0 +1,368 @@
+"""Tests of Cross-Iteration BatchNorm (CBN), its conv linking, CBNHook and the Table-3 configs."""
+import copy
+import glob
+import io
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mmpgnet  # noqa: F401
+from mmpgnet.models.norms import CBN, link_cbn_layers
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CBN_CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'cbn', '*.py')))
+
+
+def conv_cbn(buffer_num: int = 3, burnin_iters: int = 0, cin: int = 3, cout: int = 8,
+             groups: int = 1, bias: bool = False) -> nn.Sequential:
+    """A conv followed by CBN, linked by tracing."""
+    net = nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, groups=groups, bias=bias),
+        CBN(cout, buffer_num=buffer_num, burnin_iters=burnin_iters))
+    report = link_cbn_layers(net, lambda: net(torch.randn(2, cin, 6, 6)))
+    assert report.linked == {'1': '0'}
+    return net
+
+
+def batch_stats(y: torch.Tensor):
+    """Per-channel mean and second moment of a (N, C, H, W) tensor."""
+    return y.mean((0, 2, 3)), (y * y).mean((0, 2, 3))
+
+
+def normalise(y, mu, var, cbn):
+    return F.batch_norm(y, mu, var, cbn.weight, cbn.bias, False, 0.0, cbn.eps)
+
+
+def test_lr0_statistics_are_window_average():
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=3)
+    conv, cbn = net
+    nn.init.uniform_(cbn.weight, 0.5, 1.5)
+    nn.init.normal_(cbn.bias)
+    history = []
+    for step in range(6):
+        x = torch.randn(2, 3, 5, 5) * (1 + step) + step  # batches with different statistics
+        with torch.no_grad():
+            y = conv(x)
+        history.append(batch_stats(y))
+        out = net(x)
+        window = history[-4:]  # current + 3 past
+        mus = torch.stack([m for m, _ in window])
+        nus = torch.maximum(torch.stack([n for _, n in window]), mus**2)
+        mu, var = mus.mean(0), nus.mean(0) - mus.mean(0)**2
+        expected = normalise(y, mu, var, cbn)
+        assert cbn.compensating == (step > 0)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    # eval uses the running statistics (updated with each current batch, as BN)
+    net.eval()
+    torch.testing.assert_close(net(x), normalise(y, cbn.running_mean, cbn.running_var, cbn))
+
+
+@pytest.mark.parametrize('groups,bias', [(1, False), (2, True)])
+def test_compensation_beats_plain_average(groups, bias):
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=3, cin=4, cout=8, groups=groups, bias=bias)
+    conv, cbn = net
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    batches = {}
+    comp_err = plain_err = 0.0
+    for step in range(8):
+        if step >= 3:
+            with torch.no_grad():
+                comp_mu, comp_nu = cbn._compensated_window(conv)
+                true = [batch_stats(conv(batches[int(s)])) for s in range(3)]
+                true_mu = torch.stack([t[0] for t in true])
+                true_nu = torch.stack([t[1] for t in true])
+            comp_err += ((comp_mu - true_mu)**2).sum() + ((comp_nu - true_nu)**2).sum()
+            plain_err += ((cbn.win_mu - true_mu)**2).sum() + ((cbn.win_nu - true_nu)**2).sum()
+        x = torch.randn(4, 4, 6, 6) + 0.5
+        batches[int(cbn.win_pos) % 3] = x
+        out = net(x)
+        loss = (out * torch.linspace(-1, 2, 8).view(1, -1, 1, 1)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert plain_err > 1e-4  # the weights did move
+    assert comp_err < 0.2 * plain_err, (float(comp_err), float(plain_err))
+
+
+def reference_cbn(x, weight, bias, past_mu, past_nu, eps):
+    """Autograd reference: pool statistics as Eq. 11 of the paper, normalise."""
+    var_t, mu_t = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+    mus = torch.cat([mu_t[None], past_mu])
+    nus = torch.maximum(torch.cat([(var_t + mu_t**2)[None], past_nu]), mus**2)
+    mu = mus.mean(0)
+    var = nus.mean(0) - mu**2
+    return ((x - mu.view(1, -1, 1, 1)) * torch.rsqrt(var + eps).view(1, -1, 1, 1)
+            * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1))
+
+
+def test_gradients_flow_to_input_and_affine_and_match_reference():
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=2).double()
+    conv, cbn = net
+    nn.init.uniform_(cbn.weight, 0.5, 1.5)
+    for _ in range(3):
+        net(torch.randn(3, 3, 5, 5, dtype=torch.double))
+    x = torch.randn(3, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    y = conv(x)
+    with torch.no_grad():
+        past_mu, past_nu = cbn._compensated_window(conv)
+    out = cbn(y)
+    assert cbn.compensating
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), (x, cbn.weight, cbn.bias, conv.weight),
+                                retain_graph=True)
+    ref = reference_cbn(y, cbn.weight, cbn.bias, past_mu.double(), past_nu.double(), cbn.eps)
+    ref_grads = torch.autograd.grad((ref * g).sum(), (x, cbn.weight, cbn.bias, conv.weight))
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        assert got.abs().sum() > 0
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 1, 1), (1, 3, 4, 4), (2, 3, 1, 1)])
+def test_batch_size_one_and_1x1_maps(shape):
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=2)
+    for _ in range(4):
+        x = torch.randn(*shape, requires_grad=True)
+        out = net(x)
+        out.sum().backward()
+        assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert net[1].compensating
+
+
+def test_plain_bn_before_burnin_and_when_unlinked():
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=2, burnin_iters=3)
+    bn = nn.BatchNorm2d(8)
+    bn.load_state_dict(net[1].state_dict(), strict=False)
+    for step in range(5):
+        x = torch.randn(2, 3, 5, 5)
+        y = net[0](x)
+        out, ref = net[1](y), bn(y)
+        assert net[1].compensating == (step >= 3)
+        if step < 3:
+            torch.testing.assert_close(out, ref)
+    # the window was filled during the last buffer_num iterations of the burn-in
+    assert int(net[1].win_pos) == 4
+    unlinked = CBN(8)
+    unlinked.load_state_dict(bn.state_dict(), strict=False)
+    y = torch.randn(4, 8, 3, 3)
+    torch.testing.assert_close(unlinked(y), bn(y))
+    assert not unlinked.compensating
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match='buffer_num'):
+        CBN(8, buffer_num=-1)
+    with pytest.raises(ValueError, match='burnin_iters'):
+        CBN(8, burnin_iters=-2)
+    with pytest.raises(ValueError, match='4D'):
+        CBN(8).train()(torch.randn(2, 8))
+    with pytest.raises(ValueError, match='output channels'):
+        CBN(8).link_conv(nn.Conv2d(3, 4, 1))
+    from mmpgnet.engine.hooks.cbn_hook import CBNHook
+    with pytest.raises(ValueError, match='not both'):
+        CBNHook(burnin_epochs=1, burnin_iters=3)
+
+
+def train_steps(net, opt, batches):
+    outs = []
+    for x in batches:
+        out = net(x)
+        opt.zero_grad()
+        out.pow(2).mean().backward()
+        opt.step()
+        outs.append(out.detach())
+    return outs
+
+
+def test_save_load_resume_is_exact():
+    torch.manual_seed(0)
+    batches = [torch.randn(2, 3, 6, 6) for _ in range(7)]
+    net = conv_cbn(buffer_num=3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    train_steps(net, opt, batches[:4])
+    buf = io.BytesIO()
+    torch.save(dict(model=net.state_dict(), opt=opt.state_dict()), buf)
+    uninterrupted = train_steps(net, opt, batches[4:])
+
+    resumed = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), CBN(8, buffer_num=3))
+    assert resumed[1].win_dnu.numel() == 0  # shapes come from the checkpoint
+    buf.seek(0)
+    ckpt = torch.load(buf)
+    resumed.load_state_dict(ckpt['model'])
+    link_cbn_layers(resumed, lambda: resumed(torch.randn(2, 3, 6, 6)))  # tracing leaves no trace
+    opt2 = torch.optim.SGD(resumed.parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(ckpt['opt'])
+    continued = train_steps(resumed, opt2, batches[4:])
+    for a, b in zip(uninterrupted, continued):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not any('conv' in k for k in resumed[1].state_dict())
+
+
+def test_bn_checkpoint_loads_into_cbn_without_missing_keys():
+    bn = nn.BatchNorm2d(8)
+    bn.running_mean.fill_(0.5)
+    cbn = CBN(8)
+    result = cbn.load_state_dict(bn.state_dict())
+    assert not result.missing_keys and not result.unexpected_keys
+    assert torch.equal(cbn.running_mean, bn.running_mean)
+
+
+def test_link_survives_to_and_deepcopy_starts_unlinked():
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=2)
+    net.to(torch.float64)
+    assert net[1].conv is net[0]
+    for _ in range(3):
+        out = net(torch.randn(2, 3, 5, 5, dtype=torch.float64))
+    assert net[1].compensating and out.dtype == torch.float64
+    clone = copy.deepcopy(net)
+    assert clone[1].conv is None
+    clone(torch.randn(2, 3, 5, 5, dtype=torch.float64))
+    assert not clone[1].compensating
+    net(torch.randn(2, 3, 5, 5, dtype=torch.float64))
+    assert net[1].compensating
+
+
+class _Shared(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.fed_by_conv = CBN(4)
+        self.fed_by_op = CBN(4)
+        self.shared = CBN(4)
+        self.unused = CBN(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = self.fed_by_conv(y)
+        b = self.fed_by_op(y * 2)
+        return a + b + self.shared(a) + self.shared(b)
+
+
+def test_link_skips_and_warns_about_other_inputs():
+    from mmengine.logging import MMLogger
+    model = _Shared()
+    logger = MMLogger.get_instance('test_cbn_link')
+    messages = []
+    logger.log = lambda level, msg, *a, **k: messages.append(msg)
+    report = link_cbn_layers(model, lambda: model(torch.randn(2, 3, 4, 4)), logger=logger)
+    assert report.linked == {'fed_by_conv': 'conv'}
+    assert set(report.skipped) == {'fed_by_op', 'shared', 'unused'}
+    assert 'called 2 times' in report.skipped['shared']
+    assert len(messages) == 3 and all('stays a plain BN' in m for m in messages)
+    assert any("'fed_by_op'" in m for m in messages)
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmpose'])
+def test_build_norm_layer_in_downstream_scopes(scope):
+    from mmcv.cnn import build_norm_layer
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(scope):
+        name, layer = build_norm_layer(dict(type='CBN', buffer_num=2), 16, postfix=1)
+    assert name == 'cbn1' and isinstance(layer, CBN) and layer.buffer_num == 2
+
+
+def test_norm_eval_freezes_cbn_in_mmdet_resnet():
+    from mmdet.models.backbones import ResNet
+    model = ResNet(depth=18, norm_cfg=dict(type='CBN'), norm_eval=True)
+    cbns = [m for m in model.modules() if isinstance(m, CBN)]
+    assert cbns and hasattr(model, 'cbn1')
+    model.train()
+    assert all(not m.training for m in cbns)
+    before = [m.running_mean.clone() for m in cbns]
+    model(torch.randn(2, 3, 32, 32))
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, cbns))
+    model = ResNet(depth=18, norm_cfg=dict(type='CBN'), norm_eval=False)
+    model.train()
+    report = link_cbn_layers(model, lambda: model(torch.randn(2, 3, 32, 32)))
+    assert report.total == len(cbns) and len(report.linked) == len(cbns)
+
+
+def test_optimizer_norm_decay_applies_to_cbn():
+    from mmengine.optim import build_optim_wrapper
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), CBN(4))
+    wrapper = build_optim_wrapper(
+        model, dict(optimizer=dict(type='SGD', lr=0.1, weight_decay=1e-4),
+                    paramwise_cfg=dict(norm_decay_mult=0.0)))
+    decays = {id(p): g['weight_decay'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert decays[id(model[1].weight)] == 0.0 and decays[id(model[0].weight)] == 1e-4
+
+
+# --------------------------------------------------------------------------- configs
+def test_table3_configs_present():
+    names = {osp.basename(p) for p in CBN_CONFIGS}
+    for arch in ('r50_fpn', 'r101_fpn', 'r50_cffm'):
+        for norm in ('gn', 'syncbn', 'cbn'):
+            assert f'faster-rcnn_{arch}_{norm}_1x_coco.py' in names
+    for norm in ('gn', 'syncbn', 'cbn'):
+        assert f'pgnet_res50_cffm_{norm}_8xb64-210e_coco-256x192.py' in names
+
+
+def _build(config):
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import DefaultScope
+    from mmpgnet.utils.launch import resolve_config_path
+    cfg = Config.fromfile(resolve_config_path(config))
+    cfg.model.backbone.init_cfg = None
+    scope = cfg.get('default_scope')
+    with DefaultScope.overwrite_default_scope(scope):
+        if scope == 'mmdet':
+            from mmdet.registry import MODELS
+        else:
+            from mmpose.registry import MODELS
+        model = MODELS.build(cfg.model)
+    return cfg, revert_sync_batchnorm(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', CBN_CONFIGS, ids=osp.basename)
+def test_table3_config_builds_and_links(config):
+    cfg, model = _build(config)
+    norm = cfg.norm_cfg['type']
+    neck_norms = [m for m in model.neck.modules()
+                  if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, CBN))]
+    assert neck_norms
+    expected = {'GN': nn.GroupNorm, 'SyncBN': nn.BatchNorm2d, 'CBN': CBN}[norm]
+    assert all(isinstance(m, expected) for m in neck_norms)
+    if 'faster-rcnn' in config:
+        head = model.roi_head.bbox_head
+        assert type(head).__name__ == 'Shared4Conv1FCBBoxHead'
+        assert all(isinstance(c.norm, expected) for c in head.shared_convs)
+    if norm == 'CBN':
+        assert any(h['type'] == 'CBNHook' for h in cfg.custom_hooks)
+        if 'faster-rcnn' in config:
+            from mmdet.structures import DetDataSample
+            from mmengine.structures import InstanceData
+            sample = DetDataSample(metainfo=dict(img_shape=(128, 128), pad_shape=(128, 128),
+                                                 scale_factor=(1.0, 1.0)))
+            sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 10., 80., 90.]]),
+                                               labels=torch.tensor([0]))
+            inputs = torch.randn(2, 3, 128, 128)
+            model.train()
+            report = link_cbn_layers(model, lambda: model.loss(inputs, [sample, sample]))
+            assert len(report.linked) == report.total, report.skipped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('norm', ['gn', 'syncbn', 'cbn'])
+def test_table3_norm_trains_with_train_tool(norm, synthetic_coco, tmp_path):
+    from conftest import run_tool, smoke_config
+    config = osp.join(REPO_ROOT, 'configs', 'cbn', f'faster-rcnn_r50_fpn_{norm}_1x_coco.py')
+    extra = dict(custom_hooks=[dict(type='CBNHook', burnin_iters=1)]) if norm == 'cbn' else None
+    smoke = smoke_config(config, synthetic_coco, str(tmp_path / 'run'), max_epochs=2,
+                         batch_size=2, det_scale=(160, 128), extra=extra)
+    out = run_tool(['train.py', smoke, '--work-dir', str(tmp_path / 'run')], timeout=900)
+    assert 'Epoch(train)' in out and 'nan' not in out.split('Epoch(train)')[-1].lower()
+    if norm == 'cbn':
+        assert 'CBN layers compensated across iterations' in out
+        assert 'cbn_compensating: 14' in out, out[-3000:]
