@@ -56,11 +56,6 @@ class PipelineRunner(Runner):
                                  f'model_wrapper_cfg.num_microbatches={micro}: change one of them')
         super().__init__(*args, **kwargs)
 
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> 'PipelineRunner':
-        """Build from a config, as ``Runner.from_cfg`` (``RUNNERS.build`` calls this)."""
-        return super().from_cfg(cfg)
-
     @property
     def pipeline(self) -> Optional[PipelineGuidanceWrapper]:
         """The pipeline wrapper, or None."""
