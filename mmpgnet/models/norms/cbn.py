@@ -126,7 +126,7 @@ class _CrossIterationBN(torch.autograd.Function):
                 ctx.needs_input_grad[2]]
         grad_out = grad_out.contiguous()
         dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-            grad_out, x, (scale / ctx.n).to(x.dtype), None, None, mu, invstd, True, ctx.eps,
+            grad_out, x, (scale / ctx.n).to(mu.dtype), None, None, mu, invstd, True, ctx.eps,
             mask)
         if dx is not None:
             coef = (scale * invstd * (1 - 1 / ctx.n)).to(x.dtype)
