@@ -18,7 +18,7 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import run_tool, smoke_config
+from conftest import REPO_ROOT, run_tool, smoke_config
 from mmengine.optim import OptimWrapper
 from test_pgs_guidance import build_tiny, tiny_batch
 
@@ -27,7 +27,8 @@ from mmpgnet.engine.pipeline import (balance, check_layout, live_keys, profile_b
                                      resolve_split_points)
 from mmpgnet.engine.runner import PipelineRunner
 
-PIPE_CFG = 'configs/pgnet/pgnet_res50_cffm_guidance_pipeline-2stage_8xb64-210e_coco-256x192.py'
+PIPE_CFG = osp.join(REPO_ROOT, 'configs', 'pgnet',
+                    'pgnet_res50_cffm_guidance_pipeline-2stage_8xb64-210e_coco-256x192.py')
 STEPS, MICRO, BATCH, LR = 3, 4, 8, 0.05
 
 
@@ -107,7 +108,6 @@ def test_auto_split_balances_measured_time_and_reports_cut_sizes():
     model = build_tiny()
     wrapper = PipelineGuidanceWrapper(model, num_stages=2, num_microbatches=2,
                                       split_points='auto', profile_iters=1)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     wrapper.train_step(tiny_batch(4), OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0)))
     report = wrapper.report
     assert len(report.block_ms) == len(wrapper.graph.blocks) and min(report.block_ms) > 0
@@ -120,9 +120,6 @@ def test_auto_split_balances_measured_time_and_reports_cut_sizes():
             alt = max(sum(report.block_ms[:other]), sum(report.block_ms[other:]))
             assert max(stage_ms) <= alt + 1e-9
     assert report.cut_bytes[cut] > 0 and 'KiB/micro-batch' in report.summary()
-    # profiling left the BN statistics as they were (lr=0: only the real step changes them)
-    assert not torch.equal(before['backbone.bn1.running_mean'],
-                           model.state_dict()['backbone.bn1.running_mean']) or True
     assert balance([1, 1, 1, 1, 4], 2) == [4]
     assert balance([3, 1, 1, 1], 2) == [1]
     assert balance([1, 2, 3, 4, 5, 6], 3) == [3, 5]
