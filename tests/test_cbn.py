@@ -3,6 +3,7 @@ import copy
 import glob
 import io
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -364,5 +365,43 @@ def test_table3_norm_trains_with_train_tool(norm, synthetic_coco, tmp_path):
     out = run_tool(['train.py', smoke, '--work-dir', str(tmp_path / 'run')], timeout=900)
     assert 'Epoch(train)' in out and 'nan' not in out.split('Epoch(train)')[-1].lower()
     if norm == 'cbn':
-        assert 'CBN layers compensated across iterations' in out
-        assert 'cbn_compensating: 14' in out, out[-3000:]
+        # FPN: 4 lateral + 4 output convs; Shared4Conv1FCBBoxHead: 4 convs
+        assert 'CBNHook: 12/12 CBN layers compensated across iterations' in out, out[-3000:]
+        active = [float(v) for v in re.findall(r'cbn_compensating: ([\d.]+)', out)]
+        assert active and active[0] == 0 and active[-1] > 0, active
+
+
+def test_cbn_hook_links_and_logs_in_runner(tmp_path):
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.norm = CBN(4, buffer_num=2)
+            self.other = CBN(4)
+
+        def forward(self, inputs, labels=None, mode='tensor'):
+            x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+            out = self.norm(self.conv(x))
+            out = self.other(out.relu())
+            return dict(loss=out.pow(2).mean()) if mode == 'loss' else out
+
+    data = [dict(inputs=torch.randn(3, 6, 6)) for _ in range(8)]
+    runner = Runner(
+        model=Toy(), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=False),
+                              batch_size=2, collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        custom_hooks=[dict(type='CBNHook', burnin_epochs=1)],
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None),
+        default_scope='mmengine')
+    runner.train()
+    assert runner.message_hub.get_info('cbn/linked_layers') == 1
+    model = runner.model
+    assert model.norm.conv is model.conv and model.other.conv is None
+    assert model.norm.burnin_iters == 4 and int(model.norm.iter_count) == 8
+    assert runner.message_hub.get_scalar('train/cbn_compensating').current() == 1
