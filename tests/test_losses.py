@@ -295,27 +295,28 @@ def _train_losses(work_dir: str):
 ])
 def test_cross_scheme_configs_train(synthetic_coco, tmp_path, config, keys):
     work_dir = str(tmp_path / 'run')
-    extra = dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=3, val_interval=100),
-                 default_hooks=dict(checkpoint=dict(interval=100, by_epoch=False)))
+    # one epoch of the 6 synthetic images in batches of 2 = 3 iterations, no validation
+    extra = dict(train_cfg=dict(val_interval=100))
     if 'yoloxpose' in config:
-        # tiny images and a no-augmentation pipeline (the stock one is mosaic at 640)
+        # tiny inputs: no batch-level random resize to 480-800
         extra['model'] = dict(data_preprocessor=dict(batch_augments=None))
     cfg_path = smoke_config(config, synthetic_coco, work_dir, batch_size=2, extra=extra)
-    cfg = Config.fromfile(cfg_path)
     if 'yoloxpose' in config:
+        # the stock stage-2 pipeline (no mosaic / mixup) at 160 x 160, and no mode-switch hook
+        cfg = Config.fromfile(cfg_path)
+        codec = dict(type='YOLOXPoseAnnotationProcessor', input_size=(160, 160))
         cfg.train_dataloader.dataset.pipeline = [
             dict(type='LoadImage'),
             dict(type='BottomupRandomAffine', input_size=(160, 160), shift_prob=0,
                  rotate_prob=0, scale_prob=0, scale_type='long', pad_val=(114, 114, 114),
-                 bbox_keep_corner=False),
+                 bbox_keep_corner=False, clip_border=True),
             dict(type='YOLOXHSVRandomAug'),
             dict(type='RandomFlip'),
-            dict(type='BottomupGetHeatmapMask', get_invalid=True),
             dict(type='FilterAnnotations', by_kpt=True, by_box=True, keep_empty=False),
-            dict(type='GenerateTarget', encoder=cfg.codec),
+            dict(type='GenerateTarget', encoder=codec),
             dict(type='PackPoseInputs'),
         ]
-        cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if h['type'] == 'EMAHook']
+        cfg.custom_hooks = [h for h in cfg.custom_hooks if h['type'] == 'EMAHook']
         cfg.dump(cfg_path)
     run_tool(['train.py', cfg_path, '--work-dir', work_dir])
     records = [r for r in _train_losses(work_dir) if 'loss' in r]
@@ -323,3 +324,41 @@ def test_cross_scheme_configs_train(synthetic_coco, tmp_path, config, keys):
     for key in keys:
         values = torch.tensor([r[key] for r in records])
         assert torch.isfinite(values).all() and (values > 0).any(), key
+
+
+def _load_tool(name: str):
+    import importlib.util
+    path = osp.join(REPO_ROOT, 'tools', 'analysis', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simulation_cases_and_short_run():
+    from mmdet.structures.bbox import bbox_overlaps
+    sim = _load_tool('iou_loss_simulation')
+    anchors, targets = sim.make_cases(points=3, seed=0)
+    assert anchors.shape == targets.shape == (3 * 343, 4)
+    # targets: area 1 at (10, 10), 7 aspect ratios; anchors: 7 scales x 7 ratios per centre
+    torch.testing.assert_close(targets[:, 2] * targets[:, 3], torch.ones(3 * 343))
+    assert set(targets[:, :2].flatten().tolist()) == {10.0}
+    areas = sorted({round(a, 4) for a in (anchors[:, 2] * anchors[:, 3]).tolist()})
+    assert areas == sorted(round(s, 4) for s in sim.SCALES)
+    assert bool(((anchors[:, :2] - 10).norm(dim=1) <= 3.0 + 1e-5).all())
+    again, _ = sim.make_cases(points=3, seed=0)
+    assert torch.equal(anchors, again)
+    xyxy, t_xyxy = sim.xywh_to_xyxy(anchors), sim.xywh_to_xyxy(targets)
+    torch.testing.assert_close(xyxy[:, 2:] - xyxy[:, :2], anchors[:, 2:])
+    torch.testing.assert_close(sim.aligned_iou(xyxy, t_xyxy, targets[:, 2] * targets[:, 3]),
+                               bbox_overlaps(xyxy, t_xyxy, is_aligned=True), atol=1e-6, rtol=0)
+    assert [sim.step_size(i, 200) for i in (1, 160, 161, 180, 181, 200)] == \
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    final = {}
+    for name in ('IoU (mmdet)', 'DIoU (mmdet)', 'CDIoU (mmpgnet)', 'CDIoU-corner (mmpgnet)'):
+        errors = sim.simulate(sim.LOSSES[name], anchors, targets, iters=120)
+        assert len(errors) == 121 and errors[0] == pytest.approx(sim.regression_error(anchors, targets))
+        final[name] = errors[-1]
+    # IoU loss cannot move non-overlapping anchors; the distance losses can
+    assert final["IoU (mmdet)"] > 5 * final['CDIoU (mmpgnet)']
+    assert final['CDIoU (mmpgnet)'] == pytest.approx(final['DIoU (mmdet)'], rel=1e-3)
