@@ -1,16 +1,13 @@
-"""Tests of the CFFM neck: shapes, gradients, errors, cross-scale fusion, stock configs, training."""
+"""CFFM neck tests: shapes, gradients, errors, cross-scale fusion, stock configs, training."""
 import copy
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hub import get_config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 import mmpgnet  # noqa: F401  (registers CFFM)
 from mmpgnet.models.necks import CFFM, CFFMFusionNode
@@ -58,7 +55,7 @@ def _backbone_features(kind, img_hw):
         cfg.init_cfg = None
         cfg.norm_cfg = dict(type='BN')
         cfg.out_indices = (2, 3, 4)  # strides 8, 16, 32
-        with init_default_scope_ctx('mmdet'):
+        with DefaultScope.overwrite_default_scope('mmdet'):
             backbone = MODELS.build(cfg)
     else:
         raise ValueError(kind)
@@ -66,21 +63,6 @@ def _backbone_features(kind, img_hw):
     with torch.no_grad():
         feats = backbone(torch.rand(2, 3, *img_hw))
     return [f.detach().clone().requires_grad_(True) for f in feats]
-
-
-class init_default_scope_ctx:
-    """Temporarily switch MMEngine's default scope."""
-
-    def __init__(self, scope):
-        self.scope = scope
-
-    def __enter__(self):
-        from mmengine.registry import DefaultScope
-        self._ctx = DefaultScope.overwrite_default_scope(self.scope)
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 @pytest.fixture(scope='module', params=['resnet50', 'hrnet_w32', 'cspnext'])
@@ -197,7 +179,8 @@ def test_fusion_weights_non_negative_and_normalised():
     assert len(nodes) == 13
     with torch.no_grad():
         for i, node in enumerate(nodes):
-            node.weight.copy_(torch.randn(node.num_inputs, generator=torch.Generator().manual_seed(i)))
+            gen = torch.Generator().manual_seed(i)
+            node.weight.copy_(torch.randn(node.num_inputs, generator=gen))
             node.weight[0] = 0.5  # keep at least one positive weight
             node.weight[-1] = -2.0  # and one negative raw weight
     for node in nodes:
@@ -381,7 +364,7 @@ def test_stock_config_with_cffm_neck_trains(case):
     else:
         from mmdet.registry import MODELS
     torch.manual_seed(0)
-    with init_default_scope_ctx(scope):
+    with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(model_cfg)
         model.init_weights()
         model.train()
@@ -424,3 +407,25 @@ def test_cffm_config_trains_with_train_tool(config, synthetic_coco, tmp_path):
     losses = [float(line.split(' loss: ')[1].split()[0]) for line in iters]
     assert all(np.isfinite(losses)), losses
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+
+
+# ---------------------------------------------------------------------------------------------
+# complexity goals, measured by tools/analysis/neck_complexity.py
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_complexity_goals():
+    """PGNet <= SimpleBaseline R50 in params and FLOPs; CFFM <= 0.5x FPN's FLOPs at 800x1333."""
+    import importlib.util
+    path = osp.join(REPO_ROOT, 'tools', 'analysis', 'neck_complexity.py')
+    spec = importlib.util.spec_from_file_location('neck_complexity', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args(['--skip-batch32', '--repeats', '1', '--warmup', '0'])
+    entries = [e for e in tool.make_entries() if e.group[1] in ('a', 'b')]
+    tool.measure_group(entries[:2], args)
+    tool.measure_group(entries[2:], args)
+    simple, pgnet, fpn, cffm = (e.results for e in entries)
+    assert pgnet['params'] <= simple['params'], (pgnet, simple)
+    assert pgnet['flops'] <= simple['flops'], (pgnet, simple)
+    assert cffm['flops'] <= 0.5 * fpn['flops'], (cffm, fpn)
+    assert 'CFFM' in tool.format_table(entries, args)

@@ -1,0 +1,301 @@
+"""Parameters, FLOPs and CPU latency of CFFM against its baselines, in one table with ratios.
+
+Three comparisons, each against its baseline (ratio = model / baseline):
+
+(a) MMPose's SimpleBaseline R50 256x192 vs the PGNet pose model (R50 + CFFM + deconv/1x1 head);
+(b) mmdet's FPN vs CFFM as necks alone, on the R50 feature shapes of an 800x1333 image;
+(c) Faster R-CNN R50-FPN vs R50-CFFM on an 800x1344 (padded 800x1333) image.
+
+FLOPs are MMEngine's ``get_model_complexity_info`` counts (fvcore convention: one multiply-add
+counts as one FLOP, so "GFLOPs" here are G multiply-adds). Latency is the median wall time of
+``--repeats`` forward passes under ``torch.inference_mode`` after warm-up, on this machine's CPU;
+the models of a comparison run in turn, round by round, so that load from other processes
+affects them alike.
+Batch 32 runs for (a) only by default (``--batch32-all`` adds (b) and (c), which take minutes
+and several GB at 800x1333); ``--skip-batch32`` drops it.
+
+Example::
+
+    python tools/analysis/neck_complexity.py --repeats 5 --out work_dirs/neck_complexity.md
+"""
+import argparse
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from mmengine.analysis import get_model_complexity_info  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+
+import mmpgnet  # noqa: E402,F401
+from mmpgnet.utils.launch import resolve_config_path  # noqa: E402
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SIMPLEBASELINE = ('mmpose::body_2d_keypoint/topdown_heatmap/coco/'
+                  'td-hm_res50_8xb64-210e_coco-256x192.py')
+PGNET = osp.join(REPO_ROOT, 'configs/pgnet/pgnet_res50_cffm_8xb64-210e_coco-256x192.py')
+FASTER_FPN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+FASTER_CFFM = osp.join(REPO_ROOT, 'configs/cffm/faster-rcnn_r50_cffm_1x_coco.py')
+#: (channels, H, W) of ResNet-50 C2..C5 on an 800x1333 image
+R50_FEATS_800x1333 = [(256, 200, 334), (512, 100, 167), (1024, 50, 84), (2048, 25, 42)]
+DET_INPUT_HW = (800, 1344)  # 800x1333 padded to a multiple of 32 by DetDataPreprocessor
+POSE_INPUT_HW = (256, 192)
+
+
+@dataclass
+class Entry:
+    """One model to measure.
+
+    Attributes:
+        group (str): the comparison it belongs to; its first entry is the baseline.
+        name (str): row label.
+        build (Callable[[], nn.Module]): builds the module (eval mode, tensor-only forward).
+        make_input (Callable[[int], tuple]): batch size -> forward arguments.
+        batch32 (bool): whether batch 32 latency is measured.
+        results (dict): filled by :func:`measure`.
+    """
+
+    group: str
+    name: str
+    build: Callable[[], nn.Module]
+    make_input: Callable[[int], tuple]
+    batch32: bool = True
+    results: Dict[str, Optional[float]] = field(default_factory=dict)
+
+
+class TensorForward(nn.Module):
+    """Expose a model's tensor-mode forward as ``forward(inputs)`` for tracing and timing.
+
+    Args:
+        model (nn.Module): an MMPose estimator or MMDetection detector.
+        data_samples (list, optional): fixed data samples, needed by two-stage detectors.
+    """
+
+    def __init__(self, model: nn.Module, data_samples: Optional[list] = None) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        """Run the model's ``_forward`` (no pre/post-processing)."""
+        if self.data_samples is None:
+            return self.model._forward(inputs)
+        samples = self.data_samples
+        if len(samples) != inputs.shape[0]:
+            samples = samples[:1] * inputs.shape[0]
+        return self.model._forward(inputs, samples)
+
+
+def _load_model_cfg(config: str) -> Tuple[Config, str]:
+    """Load a config's model, without pretrained weights; return it and its scope."""
+    cfg = Config.fromfile(resolve_config_path(config))
+    model = cfg.model
+    if model.get('backbone', {}).get('init_cfg') is not None:
+        model.backbone.init_cfg = None
+    return model, cfg.get('default_scope', 'mmengine')
+
+
+def build_model(config: str) -> nn.Module:
+    """Build a config's model in eval mode.
+
+    Args:
+        config (str): config path or ``mmpose::`` / ``mmdet::`` name.
+
+    Returns:
+        nn.Module: the model.
+    """
+    model_cfg, scope = _load_model_cfg(config)
+    with DefaultScope.overwrite_default_scope(scope):
+        if scope == 'mmdet':
+            from mmdet.registry import MODELS
+        else:
+            from mmpose.registry import MODELS
+        model = MODELS.build(model_cfg)
+    return model.eval()  # default initialisation: weights do not change FLOPs or latency
+
+
+def build_pose(config: str) -> nn.Module:
+    """A pose model wrapped for a tensor forward."""
+    return TensorForward(build_model(config))
+
+
+def build_detector(config: str) -> nn.Module:
+    """A detector wrapped for a tensor forward with fixed image metas of ``DET_INPUT_HW``."""
+    from mmdet.structures import DetDataSample
+    sample = DetDataSample(metainfo=dict(
+        img_shape=DET_INPUT_HW, ori_shape=DET_INPUT_HW, pad_shape=DET_INPUT_HW,
+        batch_input_shape=DET_INPUT_HW, scale_factor=(1.0, 1.0)))
+    return TensorForward(build_model(config), [sample])
+
+
+def build_neck(config: str) -> nn.Module:
+    """The neck of a detection config, alone."""
+    model_cfg, scope = _load_model_cfg(config)
+    from mmdet.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        neck = MODELS.build(model_cfg.neck)
+    return neck.eval()
+
+
+def image_input(hw: Tuple[int, int]) -> Callable[[int], tuple]:
+    """Forward arguments: one random image batch of size ``hw``."""
+    return lambda batch: (torch.rand(batch, 3, *hw), )
+
+
+def feature_input(shapes: Sequence[Tuple[int, int, int]]) -> Callable[[int], tuple]:
+    """Forward arguments: one tuple of random feature maps."""
+    return lambda batch: (tuple(torch.rand(batch, *s) for s in shapes), )
+
+
+def median_latencies_ms(modules: Sequence[nn.Module], args_list: Sequence[tuple], repeats: int,
+                        warmup: int) -> List[float]:
+    """Median wall time of each ``modules[i](*args_list[i])`` in milliseconds.
+
+    The modules run in turn (one run of each per round), so a slow phase of a shared machine
+    hits all of them alike instead of biasing one.
+
+    Args:
+        modules (Sequence[nn.Module]): modules in eval mode.
+        args_list (Sequence[tuple]): forward arguments of each module.
+        repeats (int): timed rounds.
+        warmup (int): untimed rounds first.
+
+    Returns:
+        list[float]: the median time of each module, in ms.
+    """
+    times: List[List[float]] = [[] for _ in modules]
+    with torch.inference_mode():
+        for round_idx in range(warmup + repeats):
+            for i, (module, args) in enumerate(zip(modules, args_list)):
+                start = time.perf_counter()
+                module(*args)
+                if round_idx >= warmup:
+                    times[i].append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def measure_group(entries: Sequence[Entry], args: argparse.Namespace) -> None:
+    """Fill ``results`` of a comparison's entries: params (M), GFLOPs, latencies (ms)."""
+    modules = [entry.build() for entry in entries]
+    for entry, module in zip(entries, modules):
+        info = get_model_complexity_info(
+            module, inputs=entry.make_input(1), show_table=False, show_arch=False)
+        entry.results['params'] = info['params'] / 1e6
+        entry.results['flops'] = info['flops'] / 1e9
+    lat1 = median_latencies_ms(modules, [e.make_input(1) for e in entries], args.repeats,
+                               args.warmup)
+    run32 = not args.skip_batch32 and all(e.batch32 or args.batch32_all for e in entries)
+    lat32 = (median_latencies_ms(modules, [e.make_input(32) for e in entries], args.repeats32, 1)
+             if run32 else [None] * len(entries))
+    for entry, l1, l32 in zip(entries, lat1, lat32):
+        entry.results.update(lat1=l1, lat32=l32)
+        print(f'  measured {entry.group} / {entry.name}: {entry.results}', flush=True)
+
+
+def make_entries() -> List[Entry]:
+    """The six models of the three comparisons; the first of each group is its baseline."""
+    pose_in = image_input(POSE_INPUT_HW)
+    return [
+        Entry('(a) pose 256x192', 'SimpleBaseline R50', lambda: build_pose(SIMPLEBASELINE),
+              pose_in),
+        Entry('(a) pose 256x192', 'PGNet R50-CFFM', lambda: build_pose(PGNET), pose_in),
+        Entry('(b) neck, R50 feats of 800x1333', 'FPN', lambda: build_neck(FASTER_FPN),
+              feature_input(R50_FEATS_800x1333), batch32=False),
+        Entry('(b) neck, R50 feats of 800x1333', 'CFFM', lambda: build_neck(FASTER_CFFM),
+              feature_input(R50_FEATS_800x1333), batch32=False),
+        Entry('(c) Faster R-CNN 800x1344', 'R50-FPN', lambda: build_detector(FASTER_FPN),
+              image_input(DET_INPUT_HW), batch32=False),
+        Entry('(c) Faster R-CNN 800x1344', 'R50-CFFM', lambda: build_detector(FASTER_CFFM),
+              image_input(DET_INPUT_HW), batch32=False),
+    ]
+
+
+def _cell(value: Optional[float], base: Optional[float], fmt: str) -> str:
+    """``value (ratio x)`` or ``n/a``."""
+    if value is None:
+        return 'n/a'
+    text = format(value, fmt)
+    if base is not None and base > 0:
+        text += f' ({value / base:.2f}x)'
+    return text
+
+
+def format_table(entries: List[Entry], args: argparse.Namespace) -> str:
+    """Markdown table; ratios are against the first entry of each group."""
+    lines = [
+        f'| comparison | model | params (M) | GFLOPs (G mult-adds) | CPU latency b1 (ms) '
+        f'| CPU latency b32 (ms) |',
+        '| --- | --- | --- | --- | --- | --- |',
+    ]
+    baselines: Dict[str, Entry] = {}
+    for entry in entries:
+        base = baselines.setdefault(entry.group, entry)
+        r, b = entry.results, base.results
+        lines.append(
+            f'| {entry.group} | {entry.name} | {_cell(r["params"], b["params"], ".2f")} '
+            f'| {_cell(r["flops"], b["flops"], ".2f")} | {_cell(r["lat1"], b["lat1"], ".1f")} '
+            f'| {_cell(r["lat32"], b["lat32"], ".0f")} |')
+    lines.append('')
+    lines.append(
+        f'Ratios (in parentheses) are against the first row of each comparison. Latency: median '
+        f'of {args.repeats} runs at batch 1 and {args.repeats32} at batch 32 (models of a '
+        f'comparison interleaved), after {args.warmup} warm-up run(s); '
+        f'{torch.get_num_threads()} torch threads, '
+        f'{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, '
+        f'torch {torch.__version__}.')
+    return '\n'.join(lines)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--repeats', type=int, default=10, help='timed runs at batch 1')
+    parser.add_argument('--repeats32', type=int, default=3, help='timed runs at batch 32')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed runs first (batch 1)')
+    parser.add_argument('--skip-batch32', action='store_true', help='no batch-32 latency')
+    parser.add_argument('--batch32-all', action='store_true',
+                        help='batch-32 latency for the 800x1333 comparisons too (slow)')
+    parser.add_argument('--only', nargs='+', choices=['a', 'b', 'c'],
+                        help='run only these comparisons')
+    parser.add_argument('--threads', type=int, help='torch.set_num_threads')
+    parser.add_argument('--out', help='also write the table to this file')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    """Measure every entry and print (and optionally save) the table.
+
+    Returns:
+        str: the markdown table.
+    """
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    entries = make_entries()
+    if args.only:
+        entries = [e for e in entries if e.group[1] in args.only]
+    groups: Dict[str, List[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.group, []).append(entry)
+    for group in groups.values():
+        measure_group(group, args)
+    table = format_table(entries, args)
+    print(table)
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            f.write(table + '\n')
+    return table
+
+
+if __name__ == '__main__':
+    main()
