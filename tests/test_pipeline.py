@@ -23,8 +23,8 @@ from mmengine.optim import OptimWrapper
 from test_pgs_guidance import build_tiny, tiny_batch
 
 from mmpgnet.engine.model_wrappers import PipelineGuidanceWrapper
-from mmpgnet.engine.pipeline import (balance, check_layout, live_keys, profile_blocks,
-                                     resolve_split_points)
+from mmpgnet.engine.pipeline import (balance, check_layout, cut_aliases, live_keys,
+                                     profile_blocks, resolve_split_points, sent_keys)
 from mmpgnet.engine.runner import PipelineRunner
 
 PIPE_CFG = osp.join(REPO_ROOT, 'configs', 'pgnet',
@@ -82,6 +82,10 @@ def test_blocks_cover_the_model_and_carry_what_later_stages_read():
     # at the cut: the residual stream, C2 and C3 for the neck, and the targets
     assert set(live_keys(graph, graph.index('backbone.layer3.0'))) == \
         {'x', 'c0', 'c1', 'gt_heatmaps', 'keypoint_weights'}
+    # C3 is the residual stream itself: it crosses once and is restored as an alias
+    cut = graph.index('backbone.layer3.0')
+    assert cut_aliases(graph, cut) == {'c1': 'x'}
+    assert set(sent_keys(graph, cut)) == {'x', 'c0', 'gt_heatmaps', 'keypoint_weights'}
     # after the guidance block its predictions travel to the loss
     assert {'guide1', 'guide2', 'guide3'} <= set(live_keys(graph, graph.index('neck.cascade1')))
     owned = [id(p) for stage in wrapper.stage_modules for p in stage.parameters()]

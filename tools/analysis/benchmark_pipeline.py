@@ -50,7 +50,7 @@ NUM_STAGES = 2
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Benchmark the 2-stage pipeline on CPU')
     parser.add_argument('--micro-batches', type=int, nargs='+', default=[1, 2, 4, 8])
-    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--input-size', type=int, nargs=2, default=[128, 96],
                         help='input height and width')
     parser.add_argument('--depth', type=int, default=18, help='ResNet depth')

@@ -24,12 +24,17 @@ class PipelineBlock:
         inputs (tuple[str]): names it reads.
         outputs (tuple[str]): names it writes.
         modules (list[nn.Module]): the modules whose parameters it uses (the stage owns them).
+        aliases (dict[str, str]): output names that are the same tensor as another output
+            (``{'c1': 'x'}``); a cut sends such a tensor once and the next stage restores the
+            alias, so its gradient is accumulated in one place, in the same order as in the
+            unsplit model.
     """
     name: str
     fn: Callable[[State], State]
     inputs: Tuple[str, ...]
     outputs: Tuple[str, ...]
     modules: List[nn.Module] = field(default_factory=list)
+    aliases: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +95,38 @@ def live_keys(graph: BlockGraph, cut: int) -> Tuple[str, ...]:
     return tuple(k for k in defined if k in needed)
 
 
+def cut_aliases(graph: BlockGraph, cut: int) -> Dict[str, str]:
+    """Live names at a cut that are aliases of another live name (sent once, restored after).
+
+    Args:
+        graph (BlockGraph): the model's blocks.
+        cut (int): index of the first block after the boundary.
+
+    Returns:
+        dict[str, str]: alias name -> the live name that carries the same tensor.
+    """
+    live = live_keys(graph, cut)
+    writer: Dict[str, int] = {}
+    for idx, block in enumerate(graph.blocks[:cut]):
+        for k in block.outputs:
+            writer[k] = idx
+    aliases = {}
+    for alias in live:
+        block_idx = writer.get(alias)
+        if block_idx is None:
+            continue
+        source = graph.blocks[block_idx].aliases.get(alias)
+        if source in live and writer.get(source) == block_idx:
+            aliases[alias] = source
+    return aliases
+
+
+def sent_keys(graph: BlockGraph, cut: int) -> Tuple[str, ...]:
+    """The names whose tensors cross a cut: :func:`live_keys` without aliases."""
+    aliases = cut_aliases(graph, cut)
+    return tuple(k for k in live_keys(graph, cut) if k not in aliases)
+
+
 class StageModule(nn.Module):
     """A run of blocks as one module with tensor-tuple inputs and outputs (a pipeline stage).
 
@@ -108,8 +145,9 @@ class StageModule(nn.Module):
         super().__init__()
         self.blocks = graph.blocks[start:end]
         self.block_names = [b.name for b in self.blocks]
-        self.in_keys = live_keys(graph, start) if start > 0 else tuple(graph.input_keys)
-        self.out_keys = live_keys(graph, end)
+        self.in_keys = sent_keys(graph, start) if start > 0 else tuple(graph.input_keys)
+        self.in_aliases = cut_aliases(graph, start) if start > 0 else {}
+        self.out_keys = sent_keys(graph, end)
         seen, mods = set(), []
         for block in self.blocks:
             for module in block.modules:
@@ -136,6 +174,7 @@ class StageModule(nn.Module):
             raise ValueError(f'stage {self.block_names[0]}.. expects {len(self.in_keys)} tensors '
                              f'{self.in_keys}, got {len(tensors)}')
         state = dict(zip(self.in_keys, tensors))
+        state.update({alias: state[source] for alias, source in self.in_aliases.items()})
         for block in self.blocks:
             state.update(block.fn({k: state[k] for k in block.inputs}))
         return tuple(state[k] for k in self.out_keys)

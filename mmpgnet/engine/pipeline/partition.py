@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .blocks import BlockGraph, State, live_keys
+from .blocks import BlockGraph, State, sent_keys
 
 
 @dataclass
@@ -179,7 +179,7 @@ def _profile_once(graph: BlockGraph, inputs: Sequence[Tensor],
     cut_bytes = [sum(_nbytes(t) for t in inputs)]
     for idx, block in enumerate(graph.blocks):
         if idx > 0:
-            cut_bytes.append(sum(_nbytes(state[k][0]) for k in live_keys(graph, idx)))
+            cut_bytes.append(sum(_nbytes(state[k][0]) for k in sent_keys(graph, idx)))
         reads = []
         for k in block.inputs:
             t, producer = state[k]

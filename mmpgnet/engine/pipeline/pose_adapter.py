@@ -62,8 +62,9 @@ def _resnet_blocks(backbone: nn.Module) -> Tuple[List[PipelineBlock], Tuple[str,
                 x = block(s['x'])
                 return {k: x for k in outputs}
 
+            aliases = {outputs[1]: 'x'} if len(outputs) == 2 else {}
             blocks.append(PipelineBlock(f'backbone.{layer_name}.{j}', run, ('x', ), outputs,
-                                        [res_block]))
+                                        [res_block], aliases))
     return blocks, tuple(feat_keys)
 
 
