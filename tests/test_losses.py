@@ -1,4 +1,4 @@
-"""mmpgnet's GIoU / CDIoU losses: values and gradients against MMDetection, errors, registry, configs.
+"""mmpgnet's GIoU / CDIoU losses: values and gradients against MMDetection, registry, configs.
 
 Exact comparisons run in float64; ``mmdet`` is the reference for GIoU (``GIoULoss``) and for
 CDIoU with ``distance='center'`` (``DIoULoss``: with these conventions the two coincide).
@@ -18,7 +18,8 @@ from conftest import REPO_ROOT, run_tool, smoke_config
 from mmpgnet.models.losses import CDIoULoss, GIoULoss, cdiou_loss, giou_loss
 from mmpgnet.models.losses.iou_loss_function import LOSS_KINDS, fused_iou_loss
 
-FASTER_RCNN_CROSS = osp.join(REPO_ROOT, 'configs/losses/faster-rcnn_r50_fpn_cdiou-rpn_giou-roi_1x_coco.py')
+FASTER_RCNN_CROSS = osp.join(REPO_ROOT,
+                             'configs/losses/faster-rcnn_r50_fpn_cdiou-rpn_giou-roi_1x_coco.py')
 YOLOXPOSE_CDIOU = osp.join(REPO_ROOT, 'configs/losses/yoloxpose_s_cdiou_8xb32-300e_coco-640.py')
 
 # (ours functional, mmdet functional, ours module, mmdet module)
@@ -110,7 +111,8 @@ def test_corner_distance_penalises_size_with_equal_centres():
     assert corner == pytest.approx(1 - iou + 2 / 32, abs=1e-12)
     # corner >= center on random boxes (the centre offset is the mean of the corner offsets)
     p, t = random_boxes(1000, 4), random_boxes(1000, 5)
-    diff = cdiou_loss(p, t, reduction='none', distance='corner') - cdiou_loss(p, t, reduction='none')
+    corner = cdiou_loss(p, t, reduction='none', distance='corner')
+    diff = corner - cdiou_loss(p, t, reduction='none')
     assert bool((diff >= -1e-12).all()) and float(diff.max()) > 0
 
 
@@ -357,7 +359,8 @@ def test_simulation_cases_and_short_run():
     final = {}
     for name in ('IoU (mmdet)', 'DIoU (mmdet)', 'CDIoU (mmpgnet)', 'CDIoU-corner (mmpgnet)'):
         errors = sim.simulate(sim.LOSSES[name], anchors, targets, iters=120)
-        assert len(errors) == 121 and errors[0] == pytest.approx(sim.regression_error(anchors, targets))
+        assert len(errors) == 121
+        assert errors[0] == pytest.approx(sim.regression_error(anchors, targets))
         final[name] = errors[-1]
     # IoU loss cannot move non-overlapping anchors; the distance losses can
     assert final["IoU (mmdet)"] > 5 * final['CDIoU (mmpgnet)']

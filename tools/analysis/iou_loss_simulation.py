@@ -12,7 +12,8 @@ IoU, GIoU and DIoU (MMDetection's functional losses) with mmpgnet's GIoU, CDIoU 
   ``v -= step * (2 - IoU) * dL/dv`` with ``dL/dv`` from autograd (``L`` summed over the cases, so
   each case gets its own gradient) and ``IoU`` not differentiated; ``step`` is 0.1 for
   iterations 1-160, 0.01 for 161-180 and 0.001 for 181-200;
-* the error after iteration k is ``sum over cases of |x - x_t| + |y - y_t| + |w - w_t| + |h - h_t|``.
+* the error after iteration k is the sum over the cases of
+  ``|x - x_t| + |y - y_t| + |w - w_t| + |h - h_t|``.
 
 It prints a table (error before the first step, after iterations 1, 50, 160 and 200, and the first
 iteration at which the error is at most 10 % of the starting error) and writes the curves

@@ -58,7 +58,10 @@ class GIoULoss(nn.Module):
         loss_weight (float): factor on the loss. Defaults to 1.0.
     """
 
-    def __init__(self, eps: float = 1e-6, reduction: str = 'mean', loss_weight: float = 1.0) -> None:
+    def __init__(self,
+                 eps: float = 1e-6,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         check_reduction(reduction)
         self.eps = eps
