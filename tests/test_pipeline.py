@@ -163,7 +163,8 @@ def test_bad_configurations_fail_before_training_and_say_what_to_change(tmp_path
     with pytest.raises(ValueError, match='batch_size=6 is not a multiple of .*num_microbatches=4'):
         PipelineRunner(model=dict(type='Whatever'), work_dir=str(tmp_path),
                        train_dataloader=dict(batch_size=6),
-                       model_wrapper_cfg=dict(type='PipelineGuidanceWrapper', num_microbatches=4))
+                       cfg=dict(model_wrapper_cfg=dict(type='PipelineGuidanceWrapper',
+                                                       num_microbatches=4)))
 
 
 # ---------------------------------------------------------------------------------- processes
@@ -190,8 +191,7 @@ def _equivalence_worker(rank: int, port: int, out_dir: str) -> None:
             losses = [float(wrapper.train_step(data, optim)['loss']) for _ in range(STEPS)]
             stats = wrapper.last_stats
             wrapper.sync_stages()
-            state = dict(optim.state_dict())
-            wrapper.merge_optimizer_state(optim.optimizer, state)
+            state = dict(state=wrapper.gather_optimizer_state(optim.optimizer))
             if rank == 0:
                 torch.save(dict(losses=losses, state=model.state_dict(), stats=stats,
                                 optim=state),
@@ -267,7 +267,8 @@ def test_a_dead_rank_ends_the_job_with_an_error_not_a_hang(tmp_path):
         if p.is_alive():
             p.kill()
     assert not alive, 'rank 0 still waits for a dead peer after 120 s'
-    assert procs[0].exitcode != 0 and procs[1].exitcode == 3
+    # rank 1 exits with 3 (or is aborted by gloo on its way out); rank 0 fails on its own
+    assert procs[0].exitcode not in (0, None) and procs[1].exitcode != 0
     report = open(tmp_path / 'rank0.txt').read()
     assert 'pipeline stage 0 (rank 0) failed' in report and 'timeout' in report
 

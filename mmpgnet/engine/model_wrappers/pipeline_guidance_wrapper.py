@@ -57,7 +57,7 @@ class PipelineGuidanceWrapper(nn.Module):
     skips parameters without gradients). Before evaluation and checkpointing the owners
     broadcast their stages, so ``val_step``/``test_step`` run the plain model, the checkpoint
     has the plain model's keys (it loads into a single-process model, and back), and the
-    optimizer state of all stages is merged into it (:meth:`merge_optimizer_state`).
+    optimizer state of all stages is merged into it (:meth:`gather_optimizer_state`).
 
     Targets travel with the activations from the first stage; guidance predictions travel
     forward from the stage that computes them; the loss (main + guidance + feedback) is computed
@@ -351,31 +351,33 @@ class PipelineGuidanceWrapper(nn.Module):
             _broadcast_tensors(tensors, src=ranks[s], group=self.groups.pipeline)
         self._dirty = False
 
-    def merge_optimizer_state(self, optimizer: torch.optim.Optimizer,
-                              state_dict: Dict[str, Any]) -> None:
-        """Put every stage's optimizer state into ``state_dict`` (collective).
+    def gather_optimizer_state(self, optimizer: torch.optim.Optimizer) -> Dict[int, Any]:
+        """Every stage's optimizer state, keyed as in ``optimizer.state_dict()['state']``.
 
         Each rank's optimizer has state only for its stage's parameters; the owners' entries
-        are gathered so that the checkpoint resumes every stage (and a plain model).
+        are gathered (collective: every rank of the replica must call it) so that a checkpoint
+        resumes every stage, or a plain model.
 
         Args:
             optimizer (Optimizer): this rank's optimizer.
-            state_dict (dict): its ``state_dict()`` in the checkpoint; changed in place.
+
+        Returns:
+            dict: the merged ``state`` entry of the optimizer's state dict.
         """
+        state = optimizer.state_dict()['state']
         if self.local or not self.stage_modules:
-            return
+            return state
         params = [p for group in optimizer.param_groups for p in group['params']]
         owner = {}
         for s, stage in enumerate(self.stage_modules):
             owner.update({id(p): s for p in stage.parameters()})
-        state = state_dict['state']
         mine = {i: v for i, v in state.items() if owner.get(id(params[i])) == self.stage}
         gathered: List[Any] = [None] * self.num_stages
         dist.all_gather_object(gathered, mine, group=self.groups.pipeline)
         merged = {i: v for i, v in state.items() if id(params[i]) not in owner}
         for part in gathered:
             merged.update(part)
-        state_dict['state'] = dict(sorted(merged.items()))
+        return dict(sorted(merged.items()))
 
     def val_step(self, data: Union[dict, tuple, list]) -> list:
         """Predict with the whole (synced) model.

@@ -1,8 +1,10 @@
 """A Runner that builds pipeline wrappers in every run, and feeds each pipeline one batch."""
+import logging
 import math
 from typing import Any, Dict, Optional, Union
 
 from mmengine.device import get_device
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import MODEL_WRAPPERS, RUNNERS
@@ -35,9 +37,11 @@ class PipelineRunner(Runner):
       batch size), and ``drop_last`` is set so that every batch splits into micro-batches;
       validation and test keep MMEngine's per-rank sharding (every rank predicts with the whole
       model);
-    * before validation, testing and checkpointing the stages are broadcast to every rank of
-      the replica, and the optimizer state of all stages is merged into the checkpoint, which
-      therefore is the plain model's.
+    * before validation, testing and the hook points where a checkpoint may be saved (every
+      ``after_train_epoch``; ``after_train_iter`` of an iteration-based CheckpointHook) the
+      stages are broadcast to every rank of the replica and the optimizer state of all stages is
+      gathered, because ``Runner.save_checkpoint`` runs on rank 0 only; the checkpoint is
+      therefore the plain model's, with the optimizer state of every stage.
 
     Args:
         *args: the arguments of ``Runner``.
@@ -45,7 +49,8 @@ class PipelineRunner(Runner):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        wrapper_cfg = kwargs.get('model_wrapper_cfg')
+        cfg = kwargs.get('cfg') or {}  # Runner reads model_wrapper_cfg from its cfg
+        wrapper_cfg = cfg.get('model_wrapper_cfg')
         self._pipeline = _is_pipeline_cfg(wrapper_cfg)
         train_loader = kwargs.get('train_dataloader')
         if self._pipeline and isinstance(train_loader, dict):
@@ -76,6 +81,14 @@ class PipelineRunner(Runner):
         model = model.to(get_device())
         return MODEL_WRAPPERS.build(model_wrapper_cfg, default_args=dict(module=model))
 
+    def build_train_loop(self, loop: Union[Any, Dict]) -> Any:
+        """``Runner.build_train_loop``, marking the dataloader it builds as the train loader."""
+        self._building_train_loop = True
+        try:
+            return super().build_train_loop(loop)
+        finally:
+            self._building_train_loop = False
+
     def build_dataloader(self, dataloader: Union[DataLoader, Dict], seed: Optional[int] = None,
                          diff_rank_seed: bool = False) -> DataLoader:
         """``Runner.build_dataloader``; the train loader of a pipeline run is per replica.
@@ -88,10 +101,9 @@ class PipelineRunner(Runner):
         Returns:
             DataLoader: the loader.
         """
-        is_train = self._pipeline and dataloader is self._train_dataloader
+        is_train = self._pipeline and getattr(self, '_building_train_loop', False)
         if is_train and isinstance(dataloader, dict) and not dataloader.get('drop_last', False):
             dataloader = dict(dataloader, drop_last=True)
-            self._train_dataloader = dataloader
             print_log('PipelineRunner: train_dataloader.drop_last=True, so that every batch '
                       'splits into equal micro-batches', 'current')
         loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
@@ -99,14 +111,27 @@ class PipelineRunner(Runner):
             _shard_per_replica(loader, self.model.layout)
         return loader
 
-    def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
-        """Broadcast the stages to every rank, then save as ``Runner.save_checkpoint``."""
-        if self.pipeline is not None:
-            self.pipeline.sync_stages()
-        super().save_checkpoint(*args, **kwargs)
+    def _checkpoint_due(self, fn_name: str) -> bool:
+        """Whether a CheckpointHook may save at this hook point (all ranks agree).
+
+        ``Runner.save_checkpoint`` runs on rank 0 only, so the collectives that make the
+        checkpoint plain (stage broadcast, optimizer-state gather) run before the hooks of the
+        point where a checkpoint can be saved: every ``after_train_epoch``, and an
+        ``after_train_iter`` where an iteration-based CheckpointHook saves.
+        """
+        if fn_name == 'after_train_epoch':
+            return True
+        if fn_name != 'after_train_iter':
+            return False
+        last = self.iter + 1 == self.max_iters
+        for hook in self._hooks:
+            if isinstance(hook, CheckpointHook) and not hook.by_epoch:
+                if last or (hook.interval > 0 and hook.every_n_train_iters(self, hook.interval)):
+                    return True
+        return False
 
     def call_hook(self, fn_name: str, **kwargs: Any) -> None:
-        """Sync stages before evaluation; merge optimizer states into checkpoints; then hooks.
+        """Sync stages before evaluation and checkpoints, plain optimizer state; then hooks.
 
         Args:
             fn_name (str): the hook point.
@@ -116,9 +141,18 @@ class PipelineRunner(Runner):
         if pipeline is not None:
             if fn_name in ('before_val_epoch', 'before_test_epoch'):
                 pipeline.sync_stages()
+            elif fn_name == 'before_train_iter':
+                self._optim_state = None  # the next step makes it stale
+            elif self._checkpoint_due(fn_name):
+                pipeline.sync_stages()
+                self._optim_state = pipeline.gather_optimizer_state(self.optim_wrapper.optimizer)
             elif fn_name == 'before_save_checkpoint' and 'optimizer' in kwargs['checkpoint']:
-                optimizer = self.optim_wrapper.optimizer
-                pipeline.merge_optimizer_state(optimizer, kwargs['checkpoint']['optimizer'])
+                if getattr(self, '_optim_state', None) is not None:
+                    kwargs['checkpoint']['optimizer']['state'] = self._optim_state
+                elif not pipeline.local:
+                    print_log('PipelineRunner: a checkpoint saved outside an epoch end or an '
+                              'iteration-based CheckpointHook interval holds only stage '
+                              f'{pipeline.stage}\'s optimizer state', 'current', logging.WARNING)
         super().call_hook(fn_name, **kwargs)
 
 
