@@ -4,5 +4,5 @@
 _base_ = ['../pgnet/pgnet_res50_cffm_8xb64-210e_coco-256x192.py']
 
 norm_cfg = dict(type='CBN', buffer_num=3, burnin_iters=0, requires_grad=True)
-model = dict(neck=dict(norm_cfg=norm_cfg))
+model = dict(neck=dict(norm_cfg=dict(_delete_=True, **norm_cfg)))  # replace the base's norm
 custom_hooks = [dict(type='CBNHook', burnin_epochs=1)]

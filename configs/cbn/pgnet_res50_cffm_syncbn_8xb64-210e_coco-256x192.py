@@ -4,4 +4,4 @@
 _base_ = ['../pgnet/pgnet_res50_cffm_8xb64-210e_coco-256x192.py']
 
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-model = dict(neck=dict(norm_cfg=norm_cfg))
+model = dict(neck=dict(norm_cfg=dict(_delete_=True, **norm_cfg)))  # replace the base's norm
