@@ -205,15 +205,22 @@ def test_fusion_node_is_weighted_sum_before_convs():
 
 
 def test_norm_and_act_cfg_reach_every_conv():
+    from mmcv.cnn import ConvModule
     neck = CFFM(R50_CHANNELS, 32, norm_cfg=dict(type='GN', num_groups=8),
                 act_cfg=dict(type='SiLU'), num_outs=5, add_extra_convs='on_input')
-    norms = [m for m in neck.modules() if isinstance(m, torch.nn.GroupNorm)]
-    convs = [m for m in neck.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(norms) == len(convs) and norms
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in neck.modules())
-    assert sum(isinstance(m, torch.nn.SiLU) for m in neck.modules()) == len(convs)
-    # depthwise convs in every node
-    assert any(isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 for m in convs)
+    node_depthwise = {id(node.sep_conv.depthwise_conv) for node in neck.modules()
+                      if isinstance(node, CFFMFusionNode)}
+    conv_modules = [m for m in neck.modules() if isinstance(m, ConvModule)]
+    assert len(node_depthwise) == 6 and len(conv_modules) > len(node_depthwise)
+    for module in conv_modules:
+        if id(module) in node_depthwise:
+            # a node's depthwise 3x3 is linear: norm + act follow its pointwise conv
+            assert module.conv.groups == module.conv.in_channels > 1
+            assert not module.with_norm and not module.with_activation
+        else:
+            assert isinstance(module.norm, torch.nn.GroupNorm), module
+            assert isinstance(module.activate, torch.nn.SiLU), module
 
 
 def test_pyramid_extra_levels_like_fpn():

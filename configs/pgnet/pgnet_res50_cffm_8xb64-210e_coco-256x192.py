@@ -9,9 +9,9 @@
 #   * the deconv then does a learned 2x upsampling, the decoder that SimpleBaseline showed to work,
 #     instead of being a stride-1 conv in disguise;
 #   * the merge node and the deconv run on 4x fewer positions: the whole neck + head costs
-#     ~0.6 G multiply-adds vs ~1.3 G for SimpleBaseline's three 256-channel deconvs, so the model
-#     stays under SimpleBaseline R50 in parameters, FLOPs and CPU latency
-#     (tools/analysis/neck_complexity.py, docs/cffm.md);
+#     ~0.7 G multiply-adds vs ~1.4 G for SimpleBaseline's three 256-channel deconvs, so the model
+#     has 0.73x SimpleBaseline R50's parameters and 0.88x its FLOPs, and 0.95x its CPU latency at
+#     batch 1 (1.26x at batch 32, where the memory-bound stride-4 work dominates: docs/cffm.md);
 #   * C2's stride-4 detail is still fused: it enters both passes of each cascade and is
 #     max-pooled into the stride-8 merge.
 # 128 channels: the depthwise-separable nodes are cheap, and 128 keeps 2 cascades within budget.

@@ -18,8 +18,8 @@ def resize_to(x: Tensor, size: Tuple[int, int], upsample_cfg: dict) -> Tensor:
     """Resize a feature map to ``size`` for fusion.
 
     Upsampling uses ``F.interpolate(x, size=size, **upsample_cfg)``. Downsampling uses max pooling:
-    a 3x3/stride-2 pool where that gives ``size`` exactly (the usual 2x step between backbone
-    stages, with ResNet's ceil rounding), an adaptive max pool otherwise (odd ratios, 4x, 8x).
+    a 2x2/stride-2 pool (ceil mode) where that gives ``size`` exactly (the usual 2x step between
+    backbone stages, with ResNet's ceil rounding), an adaptive max pool otherwise (other ratios).
 
     Args:
         x (Tensor): map of shape ``(N, C, H, W)``.
@@ -35,7 +35,7 @@ def resize_to(x: Tensor, size: Tuple[int, int], upsample_cfg: dict) -> Tensor:
     if height <= size[0] and width <= size[1]:
         return F.interpolate(x, size=size, **upsample_cfg)
     if ((height + 1) // 2, (width + 1) // 2) == tuple(size):
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        return F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
     return F.adaptive_max_pool2d(x, size)
 
 

@@ -15,8 +15,10 @@ class CFFMFusionNode(BaseModule):
     The node computes ``sum_i w_i * x_i`` with learnable weights made non-negative (ReLU) and
     normalised (divided by their sum plus ``eps``), the "fast normalised fusion" of EfficientDet's
     BiFPN: as stable as a softmax and cheaper. The sum then goes through a depthwise-separable 3x3
-    conv (depthwise 3x3 + pointwise 1x1, each with norm and activation) and a 1x1 conv, the
-    "depthwise and 1x1 convolutions" of the PGNet paper. Its inputs must already be resized to one
+    conv and a 1x1 conv, the "depthwise and 1x1 convolutions" of the PGNet paper. The depthwise
+    3x3 has no norm or activation of its own (norm and activation follow the pointwise conv), as
+    in Xception and BiFPN: Xception found that better than a non-linearity between the two, and
+    it saves a memory-bound norm + activation per node, which is what CPU latency pays for. Its inputs must already be resized to one
     shape; :class:`CFFM` does the resizing.
 
     Args:
@@ -62,7 +64,9 @@ class CFFMFusionNode(BaseModule):
             padding=1,
             conv_cfg=conv_cfg,
             norm_cfg=norm_cfg,
-            act_cfg=act_cfg)
+            act_cfg=act_cfg,
+            dw_norm_cfg=None,
+            dw_act_cfg=None)
         self.pw_conv = ConvModule(
             channels, channels, 1, conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
 
