@@ -47,7 +47,8 @@ def _backbone_features(kind, img_hw):
                          'td-hm_hrnet-w32_8xb64-210e_coco-256x192.py').model.backbone
         cfg.init_cfg = None
         cfg.extra.stage4.multiscale_output = True  # all four branches, strides 4..32
-        backbone = MODELS.build(cfg)
+        with DefaultScope.overwrite_default_scope('mmpose'):
+            backbone = MODELS.build(cfg)
     elif kind == 'cspnext':
         from mmpose.registry import MODELS
         cfg = get_config('mmpose::body_2d_keypoint/rtmpose/coco/'
@@ -238,11 +239,13 @@ def test_pyramid_extra_levels_like_fpn():
 def test_registered_for_mmdet_and_mmpose():
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmpose.registry import MODELS as MMPOSE_MODELS
-    for registry in (MMDET_MODELS, MMPOSE_MODELS):
-        neck = registry.build(dict(type='CFFM', in_channels=[4, 8], out_channels=8))
-        assert isinstance(neck, CFFM)
-        assert isinstance(
-            registry.build(dict(type='mmpgnet.CFFM', in_channels=[4, 8], out_channels=8)), CFFM)
+    for scope, registry in (('mmdet', MMDET_MODELS), ('mmpose', MMPOSE_MODELS)):
+        with DefaultScope.overwrite_default_scope(scope):
+            neck = registry.build(dict(type='CFFM', in_channels=[4, 8], out_channels=8))
+            assert isinstance(neck, CFFM)
+            assert isinstance(
+                registry.build(dict(type='mmpgnet.CFFM', in_channels=[4, 8], out_channels=8)),
+                CFFM)
 
 
 # ---------------------------------------------------------------------------------------------
