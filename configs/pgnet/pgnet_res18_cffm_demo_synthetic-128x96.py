@@ -12,7 +12,7 @@ data_root = 'data/synthetic_coco/'
 neck_channels = 64
 max_epochs = 12
 
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+train_cfg = dict(max_epochs=max_epochs, val_interval=3)
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', begin=0, end=100, start_factor=0.01, by_epoch=False),

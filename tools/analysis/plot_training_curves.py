@@ -54,7 +54,12 @@ def plot_curves(work_dir: str, out_file: str, metric: str = 'coco/AP') -> Dict[s
     if not train:
         raise ValueError(f'{work_dir}: the log has no training loss records')
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot([r['step'] for r in train], [r['loss'] for r in train], lw=1)
+    ax1.plot([r['step'] for r in train], [r['loss'] for r in train], lw=1, label='loss (total)')
+    kpt = [(r['step'], r['loss_kpt']) for r in train if 'loss_kpt' in r]
+    auxiliary = any(k.startswith('loss_') and k != 'loss_kpt' for r in train for k in r)
+    if kpt and auxiliary:  # e.g. guidance losses: show the main head's loss apart
+        ax1.plot(*zip(*kpt), lw=1, label='loss_kpt (main head)')
+    ax1.legend()
     ax1.set(xlabel='iteration', ylabel='training loss', title='Training loss', yscale='log')
     ax1.grid(alpha=0.3)
     points = [(r['step'], r[metric]) for r in val if metric in r]
