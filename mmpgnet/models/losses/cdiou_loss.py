@@ -1,15 +1,13 @@
 # Copyright (c) mmpgnet contributors. All rights reserved.
 """Cross-Distance-IoU loss of PGNet's guidance (pipeline) branch: ``mmpgnet.CDIoULoss``."""
-from typing import Optional
+from typing import Callable, Dict
 
-import torch.nn as nn
 from mmdet.models.losses.utils import weighted_loss
 from torch import Tensor
 
 from mmpgnet.registry import register_model
+from .box_loss_module import BoxLossModule
 from .iou_loss_function import check_boxes, fused_iou_loss
-from .loss_utils import (check_reduction, has_no_positive, prepare_weight, resolve_reduction,
-                         zero_loss)
 
 #: Distances understood by :func:`cdiou_loss`.
 CDIOU_DISTANCES = ('center', 'corner')
@@ -57,7 +55,7 @@ def cdiou_loss(pred: Tensor,
 
 
 @register_model()
-class CDIoULoss(nn.Module):
+class CDIoULoss(BoxLossModule):
     """Cross-Distance-IoU loss module with MMDetection's loss interface.
 
     Registered names (see :mod:`mmpgnet.registry`): ``type='mmpgnet.CDIoULoss'`` from any scope,
@@ -84,47 +82,14 @@ class CDIoULoss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  distance: str = 'center') -> None:
-        super().__init__()
-        check_reduction(reduction)
+        super().__init__(eps=eps, reduction=reduction, loss_weight=loss_weight)
         _check_distance(distance)
-        self.eps = eps
-        self.reduction = reduction
-        self.loss_weight = loss_weight
         self.distance = distance
 
-    def forward(self,
-                pred: Tensor,
-                target: Tensor,
-                weight: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None,
-                **kwargs) -> Tensor:
-        """Compute the loss.
+    def loss_function(self) -> Callable[..., Tensor]:
+        """:func:`cdiou_loss`."""
+        return cdiou_loss
 
-        Args:
-            pred (Tensor): predicted boxes ``(x1, y1, x2, y2)``, shape ``(n, 4)``.
-            target (Tensor): target boxes, shape ``(n, 4)``.
-            weight (Tensor, optional): ``(n,)`` or ``(n, 4)`` weight. Defaults to None.
-            avg_factor (float, optional): divisor of the summed loss for ``'mean'``.
-            reduction_override (str, optional): replaces ``self.reduction`` for this call.
-
-        Returns:
-            Tensor: the loss (scalar, or ``(n,)`` for ``'none'``).
-        """
-        check_boxes(pred, target, check_finite=False)  # the functional form checks values
-        reduction = resolve_reduction(self.reduction, reduction_override)
-        if has_no_positive(weight):
-            prepare_weight(pred, weight)
-            return zero_loss(pred, weight)
-        weight = prepare_weight(pred, weight)
-        if pred.size(0) == 0 and reduction != 'none':
-            return zero_loss(pred, None)
-        return self.loss_weight * cdiou_loss(
-            pred,
-            target,
-            weight,
-            eps=self.eps,
-            reduction=reduction,
-            avg_factor=avg_factor,
-            distance=self.distance,
-            **kwargs)
+    def loss_kwargs(self) -> Dict:
+        """``distance``."""
+        return dict(distance=self.distance)

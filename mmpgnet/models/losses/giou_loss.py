@@ -1,15 +1,13 @@
 # Copyright (c) mmpgnet contributors. All rights reserved.
 """GIoU loss of PGNet's main (backbone) branch: ``mmpgnet.GIoULoss``."""
-from typing import Optional
+from typing import Callable
 
-import torch.nn as nn
 from mmdet.models.losses.utils import weighted_loss
 from torch import Tensor
 
 from mmpgnet.registry import register_model
+from .box_loss_module import BoxLossModule
 from .iou_loss_function import check_boxes, fused_iou_loss
-from .loss_utils import (check_reduction, has_no_positive, prepare_weight, resolve_reduction,
-                         zero_loss)
 
 
 @weighted_loss
@@ -38,7 +36,7 @@ def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
 
 
 @register_model()
-class GIoULoss(nn.Module):
+class GIoULoss(BoxLossModule):
     """GIoU loss module with MMDetection's loss interface.
 
     Registered names (see :mod:`mmpgnet.registry`): ``type='mmpgnet.GIoULoss'`` from any scope;
@@ -58,48 +56,6 @@ class GIoULoss(nn.Module):
         loss_weight (float): factor on the loss. Defaults to 1.0.
     """
 
-    def __init__(self,
-                 eps: float = 1e-6,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0) -> None:
-        super().__init__()
-        check_reduction(reduction)
-        self.eps = eps
-        self.reduction = reduction
-        self.loss_weight = loss_weight
-
-    def forward(self,
-                pred: Tensor,
-                target: Tensor,
-                weight: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None,
-                **kwargs) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            pred (Tensor): predicted boxes ``(x1, y1, x2, y2)``, shape ``(n, 4)``.
-            target (Tensor): target boxes, shape ``(n, 4)``.
-            weight (Tensor, optional): ``(n,)`` or ``(n, 4)`` weight. Defaults to None.
-            avg_factor (float, optional): divisor of the summed loss for ``'mean'``.
-            reduction_override (str, optional): replaces ``self.reduction`` for this call.
-
-        Returns:
-            Tensor: the loss (scalar, or ``(n,)`` for ``'none'``).
-        """
-        check_boxes(pred, target, check_finite=False)  # the functional form checks values
-        reduction = resolve_reduction(self.reduction, reduction_override)
-        if has_no_positive(weight):
-            prepare_weight(pred, weight)
-            return zero_loss(pred, weight)
-        weight = prepare_weight(pred, weight)
-        if pred.size(0) == 0 and reduction != 'none':
-            return zero_loss(pred, None)
-        return self.loss_weight * giou_loss(
-            pred,
-            target,
-            weight,
-            eps=self.eps,
-            reduction=reduction,
-            avg_factor=avg_factor,
-            **kwargs)
+    def loss_function(self) -> Callable[..., Tensor]:
+        """:func:`giou_loss`."""
+        return giou_loss
