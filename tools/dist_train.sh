@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun: gloo on CPU machines, nccl on GPUs (chosen by tools/train.py).
 # Usage: bash tools/dist_train.sh CONFIG NUM_PROCS [train.py arguments...]
+# Environment: NNODES, NODE_RANK, MASTER_ADDR, PORT, PYTHON, OMP_NUM_THREADS (default 1).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 CONFIG NUM_PROCS [tools/train.py arguments...]" >&2
@@ -9,17 +10,4 @@ fi
 CONFIG=$1
 NPROCS=$2
 shift 2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-$((29500 + RANDOM % 1000))}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python; fi
-fi
-# one thread per process by default, so that N processes do not oversubscribe the cores
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-export PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
-  --master_addr="$MASTER_ADDR" --nproc_per_node="$NPROCS" --master_port="$PORT" \
-  "$HERE/train.py" "$CONFIG" --launcher pytorch "$@"
+exec bash "$(dirname "$0")/dist_launch.sh" train.py "$NPROCS" "$CONFIG" --launcher pytorch "$@"
