@@ -126,3 +126,16 @@ def test_broken_annotations_name_file_and_field(synthetic_coco, tmp_path):
     (tmp_path / 'x.pth').write_bytes(b'')
     with pytest.raises(pytest.fail.Exception, match=r'images\[0\] refers to .*jpg, which is not'):
         run_tool(['test.py', POSE_R50, str(tmp_path / 'x.pth'), '--synthetic-data', str(root)])
+
+
+def test_cpu_launchers(monkeypatch):
+    from mmengine.config import Config
+
+    from mmpgnet.utils.launch import setup_cpu_distributed
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config(dict(launcher='slurm'))
+    with pytest.raises(ValueError, match='--launcher slurm needs GPUs.*--launcher pytorch'):
+        setup_cpu_distributed(cfg)
+    cfg = Config(dict(launcher='none'))
+    setup_cpu_distributed(cfg)
+    assert 'model_wrapper_cfg' not in cfg

@@ -17,7 +17,7 @@ import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read c
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmpgnet.utils.launch import add_common_args, load_config  # noqa: E402
+from mmpgnet.utils.launch import add_common_args, close_distributed, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +44,7 @@ def main(argv=None) -> dict:
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
+    close_distributed()
     if args.out:
         with open(args.out, 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)

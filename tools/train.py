@@ -20,7 +20,8 @@ import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read c
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmpgnet.utils.launch import add_common_args, enable_amp, load_config  # noqa: E402
+from mmpgnet.utils.launch import (add_common_args, close_distributed, enable_amp,  # noqa: E402
+                                   load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,6 +59,7 @@ def main(argv=None) -> None:
         cfg.load_from = args.resume
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    close_distributed()
 
 
 if __name__ == '__main__':

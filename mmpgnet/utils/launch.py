@@ -131,9 +131,16 @@ def setup_cpu_distributed(cfg: Config, timeout_s: Optional[int] = None) -> None:
         cfg (Config): the config (``cfg.launcher`` set); modified in place.
         timeout_s (int, optional): collective timeout, so that a dead rank ends the job with an
             error instead of a hang; default ``env_cfg.dist_cfg.timeout`` or 300 s.
+
+    Raises:
+        ValueError: for the ``slurm`` / ``mpi`` launchers without CUDA, which MMEngine cannot
+            start on CPU processes.
     """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
+    if cfg.launcher != 'pytorch':
+        raise ValueError(f'--launcher {cfg.launcher} needs GPUs (MMEngine selects a CUDA device for '
+                         'it); on CPU processes use --launcher pytorch, e.g. tools/dist_train.sh')
     dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
     dist_cfg['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
@@ -142,6 +149,18 @@ def setup_cpu_distributed(cfg: Config, timeout_s: Optional[int] = None) -> None:
         from datetime import timedelta
         seconds = timeout_s or int(dist_cfg.get('timeout', 300))
         dist.init_process_group(backend='gloo', timeout=timedelta(seconds=seconds))
+
+
+def close_distributed() -> None:
+    """Destroy the process group at the end of a run, if there is one.
+
+    A gloo process group left to the interpreter's exit can abort one rank
+    (``terminate called without an active exception``) after a successful run, which torchrun
+    then reports as a failed job; closing it explicitly ends every rank cleanly.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def enable_amp(cfg: Config) -> None:
