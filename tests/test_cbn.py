@@ -91,6 +91,57 @@ def test_compensation_beats_plain_average(groups, bias):
     assert comp_err < 0.2 * plain_err, (float(comp_err), float(plain_err))
 
 
+def patch_second_moment_sum(conv, x, y):
+    """Reference ``sum over batch and positions of y_c * P`` by unfolding the input patches."""
+    if conv.padding_mode != 'zeros':
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        padding = 0
+    else:
+        padding = conv.padding
+    patches = F.unfold(x, conv.kernel_size, conv.dilation, padding, conv.stride)
+    n, _, positions = patches.shape
+    g = conv.groups
+    patches = patches.view(n, g, -1, positions)  # (N, G, D, L)
+    yg = y.reshape(n, g, -1, positions)  # (N, G, C/G, L)
+    return torch.einsum('ngcl,ngdl->gcd', yg, patches).reshape(y.shape[1], -1)
+
+
+@pytest.mark.parametrize('kernel,stride,padding,dilation,groups,hw,mode', [
+    (3, 1, 1, 1, 1, (7, 9), 'zeros'),
+    (3, 2, 1, 1, 2, (11, 8), 'zeros'),
+    (1, 1, 0, 1, 1, (5, 5), 'zeros'),
+    (3, 2, 2, 2, 1, (13, 10), 'reflect'),
+    (7, 2, 3, 1, 1, (15, 15), 'zeros'),
+    (3, 1, 1, 1, 1, (1, 6), 'zeros'),  # a map thinner than the stride
+])
+def test_subsampled_second_moment_gradient(kernel, stride, padding, dilation, groups, hw, mode):
+    """The grid estimate of d nu / d W: exact at stride 1; over one offset cycle the grids
+    partition the positions, so their sums add up to the exact sum (unbiased over the cycle)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, kernel, stride, padding, dilation, groups, padding_mode=mode).double()
+    x = torch.randn(3, 4, *hw, dtype=torch.float64)
+    y = conv(x).detach()
+    reference = patch_second_moment_sum(conv, x, y)
+    conv_in = x if mode == 'zeros' else F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
+    pad = conv.padding if mode == 'zeros' else (0, 0)
+    exact, m = CBN(6, grad_sample_stride=1).double()._second_moment_grad_sum(conv, conv_in, pad, y)
+    torch.testing.assert_close(exact.reshape(6, -1), reference)
+    assert m == y.shape[0] * y.shape[2] * y.shape[3]
+
+    cbn = CBN(6, grad_sample_stride=2).double()
+    (sh, sw), _ = cbn._sample_offsets(y.shape[2:])
+    assert (sh, sw) == tuple(2 if size >= 2 else 1 for size in y.shape[2:])
+    total, counted, grids = 0, 0, []
+    for phase in range(sh * sw):
+        cbn.iter_count.fill_(phase)
+        grid_sum, grid_m = cbn._second_moment_grad_sum(conv, conv_in, pad, y)
+        grids.append(grid_sum)
+        total, counted = total + grid_sum, counted + grid_m
+    assert counted == m
+    torch.testing.assert_close(total.reshape(6, -1), reference)
+    assert not torch.allclose(grids[0], grids[-1])  # the offsets really differ
+
+
 def reference_cbn(x, weight, bias, past_mu, past_nu, eps):
     """Autograd reference: pool statistics as Eq. 11 of the paper, normalise."""
     var_t, mu_t = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
@@ -164,6 +215,8 @@ def test_bad_arguments_raise():
         CBN(8, buffer_num=-1)
     with pytest.raises(ValueError, match='burnin_iters'):
         CBN(8, burnin_iters=-2)
+    with pytest.raises(ValueError, match='grad_sample_stride'):
+        CBN(8, grad_sample_stride=0)
     with pytest.raises(ValueError, match='4D'):
         CBN(8).train()(torch.randn(2, 8))
     with pytest.raises(ValueError, match='output channels'):
