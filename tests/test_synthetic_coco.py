@@ -84,12 +84,22 @@ def test_visibility_rule():
     assert vis[5] == 2 and vis[11] == 1 and vis[12] == 0
     assert vis[0] == 1  # the nose is not on the head part
 
+    # with min_part_visible, a covered point is labelled only if enough of one of its parts shows
+    torso = 1  # part id of the torso
+    part_area = {torso: 100}  # person 0's torso was drawn on 100 pixels, 50 of them still show
+    vis = _visibility(kpt, owner, 0, part_area, min_part_visible=0.25)
+    assert vis[11] == 1 and vis[5] == 2 and vis[12] == 0
+    part_area = {torso: 1000}  # only 5 % of the torso shows: its covered hip is not inferable
+    vis = _visibility(kpt, owner, 0, part_area, min_part_visible=0.25)
+    assert vis[11] == 0 and vis[5] == 2
+
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(img_size=(16, 16)), 'img_size'),
     (dict(max_people=0), 'max_people'),
     (dict(min_height=0.9, max_height=0.5), 'min_height'),
     (dict(occluder_prob=2), 'occluder_prob'),
+    (dict(min_part_visible=1.5), 'min_part_visible'),
 ])
 def test_bad_settings_raise(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

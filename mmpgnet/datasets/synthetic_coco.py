@@ -3,12 +3,17 @@
 Each image holds 1 to ``max_people`` people drawn as articulated figures (head with eyes, nose and
 ears, torso, upper and lower arms, hands, thighs, shins, feet) in varied poses, scales, aspects,
 positions and colours, on a textured background with distractor shapes, some of which are drawn
-*over* the people. Visibility flags are set honestly from the rendered pixels:
+*over* the people. Body parts have darker outlines (the contours and shading that make an arm
+in front of a same-coloured torso visible in a photograph). Visibility flags are set honestly from the rendered pixels:
 
 * ``v=2`` the key point's pixel belongs to one of the body parts that meet at it;
 * ``v=1`` it lies inside the image but is covered (by another person, by another part of the same
-  person, e.g. an elbow behind the torso, or by a foreground distractor);
-* ``v=0`` it lies outside the image (and its coordinates are written as 0, as COCO does).
+  person, e.g. an elbow behind the torso, or by a foreground distractor), and enough of a body
+  part that meets at it is still visible to infer where it is (``min_part_visible``);
+* ``v=0`` it lies outside the image, or it is covered together with (nearly) all of its parts,
+  e.g. a whole forearm hidden behind another person: COCO's annotators leave such points
+  unlabelled because nothing in the image tells where they are. Its coordinates are written as 0,
+  as COCO does.
 
 The output is a COCO keypoint dataset that MMPose's and MMDetection's ``CocoDataset`` read as it
 is::
@@ -75,6 +80,9 @@ class SyntheticCocoConfig:
         num_distractors (tuple[int, int]): range of background distractor shapes per image.
         occluder_prob (float): probability that a foreground occluder is drawn over the people.
         jpeg_quality (int): JPEG quality of the written images.
+        min_part_visible (float): a covered key point is labelled (``v=1``) only if at least this
+            fraction of the pixels of one of the body parts that meet at it is visible; otherwise
+            it is unlabelled (``v=0``). 0 labels every covered point inside the image.
     """
     img_size: Tuple[int, int] = (320, 240)
     max_people: int = 4
@@ -83,6 +91,7 @@ class SyntheticCocoConfig:
     num_distractors: Tuple[int, int] = (2, 8)
     occluder_prob: float = 0.3
     jpeg_quality: int = 92
+    min_part_visible: float = 0.25
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that is out of range."""
@@ -96,6 +105,8 @@ class SyntheticCocoConfig:
                              f'{self.min_height} and {self.max_height}')
         if not 0 <= self.occluder_prob <= 1:
             raise ValueError(f'occluder_prob must lie in [0, 1], got {self.occluder_prob}')
+        if not 0 <= self.min_part_visible <= 1:
+            raise ValueError(f'min_part_visible must lie in [0, 1], got {self.min_part_visible}')
 
 
 def _rot(v: np.ndarray, deg: float) -> np.ndarray:
@@ -208,34 +219,68 @@ def _draw_distractor(rng: np.random.Generator, img: np.ndarray, owner: np.ndarra
             cv2.fillPoly(target, [pts], value, cv2.LINE_8)
 
 
-class _PersonPainter:
-    """Draws one person onto the image and the owner map, part by part."""
+def _shade(colour, factor: float = 0.45) -> Tuple[int, int, int]:
+    """A darker version of ``colour`` (the outline of a body part)."""
+    return tuple(int(c * factor) for c in colour)
 
-    def __init__(self, img: np.ndarray, owner: np.ndarray, person: int) -> None:
-        self.img, self.owner, self.person = img, owner, person
+
+class _PersonPainter:
+    """Draws one person onto the image and the owner map, part by part.
+
+    Every part gets a darker outline of ``outline`` pixels, as shading and contours do in
+    photographs: without it an arm drawn over a torso of the same colour (sleeve on shirt) or a
+    forearm over the face (skin on skin) would vanish, and its key points would be labelled
+    visible while nothing in the image shows them. The outline belongs to the part in the owner
+    map.
+    """
+
+    def __init__(self, img: np.ndarray, owner: np.ndarray, person: int, outline: int) -> None:
+        self.img, self.owner, self.person, self.outline = img, owner, person, outline
+        #: part id -> number of pixels the part covers as drawn (before anything covers it)
+        self.part_area: Dict[int, int] = {}
+        self._masks: Dict[int, np.ndarray] = {}
 
     def code(self, part: str) -> int:
         return 1 + self.person * _PARTS_PER_PERSON + _PART_IDS[part]
 
+    def _mask(self, part: str) -> np.ndarray:
+        return self._masks.setdefault(_PART_IDS[part], np.zeros(self.owner.shape, np.uint8))
+
+    def finish(self) -> Dict[int, int]:
+        """Return the drawn area of each part (pixels)."""
+        self.part_area = {part: int(mask.sum()) for part, mask in self._masks.items()}
+        self._masks = {}
+        return self.part_area
+
     def limb(self, part: str, p: np.ndarray, q: np.ndarray, width: float, colour) -> None:
         a, b = tuple(int(round(x)) for x in p), tuple(int(round(x)) for x in q)
         t = max(int(round(width)), 1)
-        cv2.line(self.img, a, b, colour, t, cv2.LINE_AA)
-        cv2.line(self.owner, a, b, self.code(part), t, cv2.LINE_8)
-        for c in (a, b):  # round joints
-            cv2.circle(self.img, c, max(t // 2, 1), colour, -1, cv2.LINE_AA)
-            cv2.circle(self.owner, c, max(t // 2, 1), self.code(part), -1, cv2.LINE_8)
+        o = self.outline
+        for fill, extra in ((_shade(colour), o), (colour, 0)):  # outline, then the limb
+            cv2.line(self.img, a, b, fill, t + 2 * extra, cv2.LINE_AA)
+            for c in (a, b):  # round joints
+                cv2.circle(self.img, c, max(t // 2, 1) + extra, fill, -1, cv2.LINE_AA)
+        for target, value in ((self.owner, self.code(part)), (self._mask(part), 1)):
+            cv2.line(target, a, b, value, t + 2 * o, cv2.LINE_8)
+            for c in (a, b):
+                cv2.circle(target, c, max(t // 2, 1) + o, value, -1, cv2.LINE_8)
 
     def disc(self, part: str, c: np.ndarray, radius: float, colour, owner: bool = True) -> None:
+        """A filled disc; an owned part (head, ear, hand, foot) gets an outline."""
         cc, r = tuple(int(round(x)) for x in c), max(int(round(radius)), 1)
-        cv2.circle(self.img, cc, r, colour, -1, cv2.LINE_AA)
         if owner:
-            cv2.circle(self.owner, cc, r, self.code(part), -1, cv2.LINE_8)
+            cv2.circle(self.img, cc, r + self.outline, _shade(colour), -1, cv2.LINE_AA)
+            cv2.circle(self.owner, cc, r + self.outline, self.code(part), -1, cv2.LINE_8)
+            cv2.circle(self._mask(part), cc, r + self.outline, 1, -1, cv2.LINE_8)
+        cv2.circle(self.img, cc, r, colour, -1, cv2.LINE_AA)
 
     def polygon(self, part: str, pts: np.ndarray, colour) -> None:
         poly = np.round(pts).astype(np.int32)
         cv2.fillPoly(self.img, [poly], colour, cv2.LINE_AA)
-        cv2.fillPoly(self.owner, [poly], self.code(part), cv2.LINE_8)
+        cv2.polylines(self.img, [poly], True, _shade(colour), 2 * self.outline, cv2.LINE_AA)
+        for target, value in ((self.owner, self.code(part)), (self._mask(part), 1)):
+            cv2.fillPoly(target, [poly], value, cv2.LINE_8)
+            cv2.polylines(target, [poly], True, value, 2 * self.outline, cv2.LINE_8)
 
 
 def _draw_person(rng: np.random.Generator, painter: _PersonPainter, kpt: np.ndarray,
@@ -275,10 +320,27 @@ def _draw_person(rng: np.random.Generator, painter: _PersonPainter, kpt: np.ndar
     limbs_of('r' if far_side == 'l' else 'l')
 
 
-def _visibility(kpt: np.ndarray, owner: np.ndarray, person: int) -> np.ndarray:
-    """COCO visibility of each key point from the final owner map (0 out, 1 covered, 2 visible)."""
+def _visibility(kpt: np.ndarray, owner: np.ndarray, person: int,
+                part_area: Optional[Dict[int, int]] = None,
+                min_part_visible: float = 0.0) -> np.ndarray:
+    """COCO visibility of each key point from the final owner map.
+
+    Args:
+        kpt (np.ndarray): (17, 2) key points of the person.
+        owner (np.ndarray): final owner map (``1 + person * 16 + part``, 0 background, -1
+            distractor).
+        person (int): the person's index.
+        part_area (dict[int, int], optional): drawn area of each part of the person; needed when
+            ``min_part_visible > 0``.
+        min_part_visible (float): a covered point is labelled (1) only if at least this fraction
+            of one of its parts is visible; otherwise it is unlabelled (0).
+
+    Returns:
+        np.ndarray: (17,) flags, 0 (outside or unlabelled), 1 (covered), 2 (visible).
+    """
     h, w = owner.shape
     vis = np.zeros(NUM_KEYPOINTS, dtype=np.int64)
+    base = 1 + person * _PARTS_PER_PERSON
     for k, (x, y) in enumerate(kpt):
         xi, yi = int(np.floor(x)), int(np.floor(y))
         if not (0 <= xi < w and 0 <= yi < h):
@@ -286,7 +348,15 @@ def _visibility(kpt: np.ndarray, owner: np.ndarray, person: int) -> np.ndarray:
         code = int(owner[yi, xi]) - 1
         mine = code >= 0 and code // _PARTS_PER_PERSON == person and \
             code % _PARTS_PER_PERSON in _KEYPOINT_PARTS[k]
-        vis[k] = 2 if mine else 1
+        if mine:
+            vis[k] = 2
+        elif min_part_visible <= 0:
+            vis[k] = 1
+        else:
+            shown = max((int((owner == base + part).sum()) / part_area[part]
+                         for part in _KEYPOINT_PARTS[k] if (part_area or {}).get(part)),
+                        default=0.0)
+            vis[k] = 1 if shown >= min_part_visible else 0
     return vis
 
 
@@ -339,8 +409,10 @@ def render_image(seed: int, split: str, index: int,
         centre = (rng.uniform(0.1, 0.9) * w, rng.uniform(0.45, 0.7) * h)
         kpt, shape = sample_skeleton(rng, height, centre)
         before = owner.copy()
-        _draw_person(rng, _PersonPainter(img, owner, person), kpt, shape, height)
-        people.append((kpt, owner != before))
+        outline = max(1, int(round(0.012 * height)))
+        painter = _PersonPainter(img, owner, person, outline)
+        _draw_person(rng, painter, kpt, shape, height)
+        people.append((kpt, owner != before, painter.finish()))
     if rng.random() < cfg.occluder_prob:
         for _ in range(int(rng.integers(1, 3))):
             _draw_distractor(rng, img, owner, min(w, h) * 1.5)
@@ -351,11 +423,11 @@ def render_image(seed: int, split: str, index: int,
     img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
     annotations = []
-    for person, (kpt, full_mask) in enumerate(people):
+    for person, (kpt, full_mask, part_area) in enumerate(people):
         sil = _silhouette_annotation(owner, full_mask, person)
         if sil is None:
             continue
-        vis = _visibility(kpt, owner, person)
+        vis = _visibility(kpt, owner, person, part_area, cfg.min_part_visible)
         kpts = np.concatenate([kpt, vis[:, None]], axis=1)
         kpts[vis == 0, :2] = 0
         sil.update(keypoints=kpts, num_keypoints=int((vis > 0).sum()))
