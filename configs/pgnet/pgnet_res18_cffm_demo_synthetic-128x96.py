@@ -6,17 +6,27 @@
 # PGNet R50 guidance config is stated here: a half-width ResNet-18 without pretrained weights, a
 # smaller input and codec with DARK decoding, a schedule that fits a 2-core machine in minutes, and
 # the synthetic data paths.
+#
+# Speed on 2 cores (measured with 4-epoch runs, tools/train.py --amp, same data):
+#   * ChannelsLastHook: NHWC convs, 0.29 -> 0.20 s per training step (batch 32);
+#   * num_workers=0: a loader process takes a core from the two OpenMP threads and made a step
+#     0.32 s; loading in the main process (2.3 ms per sample) gives 0.28 s;
+#   * milder augmentation (scale 0.8-1.2, rotation 15 degrees, small shifts) than COCO's: the
+#     generator already varies pose, size, lean and position, and in a budget of minutes the
+#     heavy COCO augmentation slows learning (AP 0.157 -> 0.205 after 4 epochs);
+#   * AdamW lr 5e-3 instead of 2e-3 (AP 0.205 -> 0.265 after 4 epochs with the milder
+#     augmentation).
 _base_ = ['./pgnet_res50_cffm_guidance_8xb64-210e_coco-256x192.py']
 
 data_root = 'data/synthetic_coco/'
 neck_channels = 64
-max_epochs = 12
+max_epochs = 13
 
-train_cfg = dict(max_epochs=max_epochs, val_interval=3)
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4))
+train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=5e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', begin=0, end=100, start_factor=0.01, by_epoch=False),
-    dict(type='CosineAnnealingLR', begin=0, end=max_epochs, T_max=max_epochs, eta_min=2e-5,
+    dict(type='CosineAnnealingLR', begin=0, end=max_epochs, T_max=max_epochs, eta_min=5e-5,
          by_epoch=True, convert_to_iter_based=True),
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=32)
@@ -36,7 +46,7 @@ train_pipeline = [
     dict(type='LoadImage'),
     dict(type='GetBBoxCenterScale'),
     dict(type='RandomFlip', direction='horizontal'),
-    dict(type='RandomBBoxTransform', rotate_factor=30),
+    dict(type='RandomBBoxTransform', scale_factor=(0.8, 1.2), rotate_factor=15, shift_factor=0.08),
     dict(type='TopdownAffine', input_size=codec['input_size']),
     dict(type='GenerateTarget', encoder=codec),
     dict(type='PackPoseInputs')
@@ -47,10 +57,15 @@ val_pipeline = [
     dict(type='TopdownAffine', input_size=codec['input_size']),
     dict(type='PackPoseInputs')
 ]
+custom_hooks = [
+    dict(type='SyncBuffersHook'),
+    dict(type='PipelineGuidanceHook', schedule='cosine', end_factor=0.1),
+    dict(type='ChannelsLastHook'),
+]
 train_dataloader = dict(
     batch_size=32,
-    num_workers=1,
-    persistent_workers=True,
+    num_workers=0,
+    persistent_workers=False,
     dataset=dict(
         data_root=data_root,
         ann_file='annotations/person_keypoints_train.json',
@@ -58,7 +73,8 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=64,
-    num_workers=1,
+    num_workers=0,
+    persistent_workers=False,
     dataset=dict(
         data_root=data_root,
         ann_file='annotations/person_keypoints_val.json',
