@@ -127,6 +127,10 @@ def test_subsampled_second_moment_gradient(kernel, stride, padding, dilation, gr
     exact, m = CBN(6, grad_sample_stride=1).double()._second_moment_grad_sum(conv, conv_in, pad, y)
     torch.testing.assert_close(exact.reshape(6, -1), reference)
     assert m == y.shape[0] * y.shape[2] * y.shape[3]
+    # d mu / dW: the sum of the input patches (per group), from one strided view
+    patches = F.unfold(conv_in, conv.kernel_size, conv.dilation, pad, conv.stride)
+    patch_sum = CBN._mean_patch_sum(conv, conv_in, pad, y.shape[2:])
+    torch.testing.assert_close(patch_sum.reshape(-1), patches.sum((0, 2)))
 
     cbn = CBN(6, grad_sample_stride=2).double()
     (sh, sw), _ = cbn._sample_offsets(y.shape[2:])
@@ -457,3 +461,27 @@ def test_cbn_hook_links_and_logs_in_runner(tmp_path):
     assert model.norm.conv is model.conv and model.other.conv is None
     assert model.norm.burnin_iters == 4 and int(model.norm.iter_count) == 8
     assert runner.message_hub.get_scalar('train/cbn_compensating').current() == 1
+
+
+@pytest.mark.slow
+def test_benchmark_norms_tool(tmp_path):
+    """The norm benchmark runs each variant in its own process and writes ratios and a plot."""
+    import importlib.util
+    import json
+    path = osp.join(REPO_ROOT, 'tools', 'analysis', 'benchmark_norms.py')
+    spec = importlib.util.spec_from_file_location('benchmark_norms', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(['--variants', 'BN', 'CBN-k3', '--iters', '1', '--warmup', '2', '--repeats', '1',
+               '--batch-size', '2', '--input-size', '64', '48', '--device', 'cpu',
+               '--out', str(tmp_path)])
+    rows = {r['variant']: r for r in json.load(open(tmp_path / 'benchmark_norms.json'))['rows']}
+    assert set(rows) == {'BN', 'CBN-k3'}
+    assert rows['BN']['linked'] == 0
+    assert rows['CBN-k3']['linked'] == 53 and rows['CBN-k3']['skipped'] == 0  # every R50 norm
+    for row in rows.values():
+        assert row['ms'] > 0 and row['peak_mib'] > 100 and torch.isfinite(torch.tensor(row['loss']))
+    assert rows['BN']['loss'] != rows['CBN-k3']['loss']  # CBN really normalised differently
+    assert osp.getsize(tmp_path / 'benchmark_norms.png') > 1000
+    table = tool.format_table(list(rows.values()))
+    assert '| CBN-k3 |' in table and 'time / BN' in table

@@ -1,5 +1,9 @@
 """Time and memory of a training iteration with BN, GN, SyncBN and CBN (buffer_num 1..3).
 
+CBN runs with its default grid estimate of the second-moment gradient (``grad_sample_stride=2``)
+and, as ``CBN-k3-exact``, with the exact one (``grad_sample_stride=1``), so the cost of each is in
+the same table.
+
 Each variant runs in a fresh subprocess: the model of an MMPose top-down heatmap config (default:
 the stock ResNet-50 256x192 one, run at a smaller input) is built with the backbone's
 ``norm_cfg`` replaced, trained for ``--warmup + --iters`` SGD iterations on generated images and
@@ -35,6 +39,8 @@ VARIANTS: Dict[str, tuple] = {
     'CBN-k1': (dict(type='CBN', buffer_num=1), ''),
     'CBN-k2': (dict(type='CBN', buffer_num=2), ''),
     'CBN-k3': (dict(type='CBN', buffer_num=3), ''),
+    'CBN-k3-exact': (dict(type='CBN', buffer_num=3, grad_sample_stride=1),
+                     'exact d nu/dW (grad_sample_stride=1)'),
 }
 
 

@@ -482,7 +482,8 @@ class CBN(_BatchNorm):
                         out_hw: Tuple[int, int]) -> Tensor:
         """Sum over the batch and all output positions of the conv's input patches.
 
-        Computed with strided slices of the batch-summed, zero-padded input (no convolution).
+        Computed as one reduction over a strided view ``(C_in, kh, kw, H_out, W_out)`` of the
+        batch-summed, zero-padded input (no convolution, no per-tap loop).
 
         Args:
             conv (nn.Conv2d): the conv (kernel size, stride, dilation).
@@ -496,15 +497,14 @@ class CBN(_BatchNorm):
         summed = conv_in.sum(0)
         if padding[0] or padding[1]:
             summed = F.pad(summed, (padding[1], padding[1], padding[0], padding[0]))
+        summed = summed.contiguous()
         (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
         ho, wo = out_hw
-        out = summed.new_empty(summed.shape[0], kh, kw)
-        for i in range(kh):
-            for j in range(kw):
-                window = summed[:, i * dh:i * dh + sh * (ho - 1) + 1:sh,
-                                j * dw:j * dw + sw * (wo - 1) + 1:sw]
-                out[:, i, j] = window.sum((1, 2))
-        return out
+        c_stride, h_stride, w_stride = summed.stride()
+        taps = summed.as_strided(
+            (summed.shape[0], kh, kw, ho, wo),
+            (c_stride, dh * h_stride, dw * w_stride, sh * h_stride, sw * w_stride))
+        return taps.sum((3, 4))
 
     def _record(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor, mu: Tensor,
                 nu: Tensor) -> None:
