@@ -132,6 +132,10 @@ def test_wrong_channels_raises():
     (dict(add_extra_convs='on_top'), "add_extra_convs must be .*got 'on_top'"),
     (dict(start_level=3), 'needs at least 2 used input levels'),
     (dict(end_level=2, num_outs=5), 'cannot add extra levels'),
+    (dict(num_cascades=2, finest_level_cascades=3), r'finest_level_cascades must be an int in'),
+    (dict(num_cascades=2, finest_level_cascades=0), r'finest_level_cascades must be an int in'),
+    (dict(num_cascades=2, finest_level_cascades=1, start_level=2),
+     'needs >= 3 used levels'),
 ])
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -163,6 +167,37 @@ def test_every_output_depends_on_every_input(num_cascades, level):
     assert all(_changed_outputs(pyramid, channels, level)), f'pyramid, perturbed level {level}'
     single = CFFM(channels, 16, num_cascades=num_cascades, out_mode='single')
     assert all(_changed_outputs(single, channels, level)), f'single, perturbed level {level}'
+
+
+@pytest.mark.parametrize('level', range(4))
+def test_later_cascades_without_finest_level_still_fuse_every_level(level):
+    channels = [8, 16, 24, 32]
+    for out_mode in ('pyramid', 'single'):
+        neck = CFFM(channels, 16, num_cascades=2, finest_level_cascades=1, out_mode=out_mode)
+        assert all(_changed_outputs(neck, channels, level)), (out_mode, level)
+
+
+def test_finest_level_cascades_skips_the_finest_nodes_of_later_cascades():
+    full = CFFM(R50_CHANNELS, 16, num_cascades=3, out_mode='single')
+    light = CFFM(R50_CHANNELS, 16, num_cascades=3, out_mode='single', finest_level_cascades=1)
+    count = lambda neck: sum(isinstance(m, CFFMFusionNode) for m in neck.modules())  # noqa: E731
+    assert count(full) == 3 * 6 + 1 and count(light) == 6 + 2 * 4 + 1
+    # the finest map leaves the first cascade unchanged by the later ones
+    feats = _rand_levels(R50_CHANNELS, SIZES, batch=2)
+    light.eval()
+    with torch.no_grad():
+        laterals = [conv(f) for conv, f in zip(light.lateral_convs, feats)]
+        first = light._run_cascade(light.cascades[0], laterals)
+        calls = []
+        handle = light.cascades[1]['top_down'][0].register_forward_hook(
+            lambda m, a, o: calls.append(a[0][0].shape))
+        light(feats)
+        handle.remove()
+    assert first[0].shape[-2:] == SIZES[0]
+    assert calls == [torch.Size([2, 16, *SIZES[1]])]  # cascade 2's finest node is at stride 8
+    out, = light(feats)
+    out.sum().backward()
+    assert all(p.grad is not None for p in light.parameters() if p.requires_grad)
 
 
 def test_dependency_check_detects_one_way_fusion():

@@ -11,6 +11,10 @@ counts as one FLOP, so "GFLOPs" here are G multiply-adds). Latency is the median
 ``--repeats`` forward passes under ``torch.inference_mode`` after warm-up, on this machine's CPU;
 the models of a comparison run in turn, round by round, so that load from other processes
 affects them alike.
+Latency is measured in both memory formats by default (``--memory-format``): PyTorch's default
+NCHW (``contiguous``) and NHWC (``channels_last``, what ``ChannelsLastHook`` or
+``model.to(memory_format=torch.channels_last)`` gives), because the depthwise convs of CFFM and the
+transposed convs of SimpleBaseline's head respond very differently to the layout on oneDNN.
 Batch 32 runs for (a) only by default (``--batch32-all`` adds (b) and (c), which take minutes
 and several GB at 800x1333); ``--skip-batch32`` drops it.
 
@@ -156,6 +160,18 @@ def feature_input(shapes: Sequence[Tuple[int, int, int]]) -> Callable[[int], tup
     return lambda batch: (tuple(torch.rand(batch, *s) for s in shapes), )
 
 
+MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+
+def to_memory_format(value, memory_format: torch.memory_format):
+    """Convert 4-d tensors (also inside tuples and lists) to ``memory_format``."""
+    if isinstance(value, torch.Tensor):
+        return value.contiguous(memory_format=memory_format) if value.dim() == 4 else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_memory_format(v, memory_format) for v in value)
+    return value
+
+
 def median_latencies_ms(modules: Sequence[nn.Module], args_list: Sequence[tuple], repeats: int,
                         warmup: int) -> List[float]:
     """Median wall time of each ``modules[i](*args_list[i])`` in milliseconds.
@@ -191,13 +207,18 @@ def measure_group(entries: Sequence[Entry], args: argparse.Namespace) -> None:
             module, inputs=entry.make_input(1), show_table=False, show_arch=False)
         entry.results['params'] = info['params'] / 1e6
         entry.results['flops'] = info['flops'] / 1e9
-    lat1 = median_latencies_ms(modules, [e.make_input(1) for e in entries], args.repeats,
-                               args.warmup)
     run32 = not args.skip_batch32 and all(e.batch32 or args.batch32_all for e in entries)
-    lat32 = (median_latencies_ms(modules, [e.make_input(32) for e in entries], args.repeats32, 1)
-             if run32 else [None] * len(entries))
-    for entry, l1, l32 in zip(entries, lat1, lat32):
-        entry.results.update(lat1=l1, lat32=l32)
+    for fmt in args.formats:
+        memory_format = MEMORY_FORMATS[fmt]
+        modules = [module.to(memory_format=memory_format) for module in modules]
+        inputs = [[to_memory_format(e.make_input(batch), memory_format) for e in entries]
+                  for batch in (1, 32)]
+        lat1 = median_latencies_ms(modules, inputs[0], args.repeats, args.warmup)
+        lat32 = (median_latencies_ms(modules, inputs[1], args.repeats32, 1)
+                 if run32 else [None] * len(entries))
+        for entry, l1, l32 in zip(entries, lat1, lat32):
+            entry.results.update({f'lat1_{fmt}': l1, f'lat32_{fmt}': l32})
+    for entry in entries:
         print(f'  measured {entry.group} / {entry.name}: {entry.results}', flush=True)
 
 
@@ -231,19 +252,20 @@ def _cell(value: Optional[float], base: Optional[float], fmt: str) -> str:
 
 def format_table(entries: List[Entry], args: argparse.Namespace) -> str:
     """Markdown table; ratios are against the first entry of each group."""
-    lines = [
-        f'| comparison | model | params (M) | GFLOPs (G mult-adds) | CPU latency b1 (ms) '
-        f'| CPU latency b32 (ms) |',
-        '| --- | --- | --- | --- | --- | --- |',
-    ]
+    short = dict(contiguous='NCHW', channels_last='NHWC')
+    latency_cols = [(f'lat{b}_{fmt}', f'CPU b{b} {short[fmt]} (ms)', '.1f' if b == 1 else '.0f')
+                    for fmt in args.formats for b in (1, 32)]
+    header = ['comparison', 'model', 'params (M)', 'GFLOPs (G mult-adds)'
+              ] + [title for _, title, _ in latency_cols]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
     baselines: Dict[str, Entry] = {}
     for entry in entries:
         base = baselines.setdefault(entry.group, entry)
         r, b = entry.results, base.results
-        lines.append(
-            f'| {entry.group} | {entry.name} | {_cell(r["params"], b["params"], ".2f")} '
-            f'| {_cell(r["flops"], b["flops"], ".2f")} | {_cell(r["lat1"], b["lat1"], ".1f")} '
-            f'| {_cell(r["lat32"], b["lat32"], ".0f")} |')
+        cells = [entry.group, entry.name, _cell(r['params'], b['params'], '.2f'),
+                 _cell(r['flops'], b['flops'], '.2f')]
+        cells += [_cell(r[key], b[key], fmt) for key, _, fmt in latency_cols]
+        lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
     lines.append(
         f'Ratios (in parentheses) are against the first row of each comparison. Latency: median '
@@ -266,9 +288,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='batch-32 latency for the 800x1333 comparisons too (slow)')
     parser.add_argument('--only', nargs='+', choices=['a', 'b', 'c'],
                         help='run only these comparisons')
+    parser.add_argument('--memory-format', choices=['both', *MEMORY_FORMATS], default='both',
+                        help='memory format(s) of the latency runs (default: both)')
     parser.add_argument('--threads', type=int, help='torch.set_num_threads')
     parser.add_argument('--out', help='also write the table to this file')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.formats = list(MEMORY_FORMATS) if args.memory_format == 'both' else [args.memory_format]
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> str:

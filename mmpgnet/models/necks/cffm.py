@@ -94,6 +94,13 @@ class CFFM(BaseModule):
             ``dict(type='ReLU')``.
         upsample_cfg (dict): Keyword arguments of ``F.interpolate`` (the target size is always
             the finer level's size). Defaults to ``dict(mode='nearest')``.
+        finest_level_cascades (int, optional): How many of the cascades (the first ones) fuse
+            the finest used level; the later ones fuse the coarser levels only and pass the
+            finest map through (every output still depends on every input through the first
+            cascade). The paper remarks that the shallow layers cost much computation for little
+            gain; at stride 4 a cascade's finest node costs as much as all its other nodes
+            together, so ``1`` with 2 cascades cuts the neck's time by about a third. Defaults to
+            None (all cascades).
         fusion_eps (float): ``eps`` of the weight normalisation. Defaults to 1e-4.
         init_cfg (dict or list[dict], optional): Initialisation config. Defaults to None: mmcv's
             ``ConvModule`` initialisation (Kaiming), fusion weights 1.
@@ -138,6 +145,7 @@ class CFFM(BaseModule):
                  act_cfg: Optional[dict] = dict(type='ReLU'),
                  upsample_cfg: dict = dict(mode='nearest'),
                  fusion_eps: float = 1e-4,
+                 finest_level_cascades: Optional[int] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.in_channels = list(in_channels)
@@ -153,6 +161,7 @@ class CFFM(BaseModule):
         self.num_outs = self._resolve_num_outs(num_outs, end_level)
         self.add_extra_convs = self._resolve_extra_convs(add_extra_convs)
         self.single_level = self._resolve_single_level(single_level)
+        self.finest_level_cascades = self._resolve_finest_level_cascades(finest_level_cascades)
         conv_kwargs = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
         node_kwargs = dict(conv_kwargs, eps=fusion_eps)
 
@@ -160,7 +169,7 @@ class CFFM(BaseModule):
             ConvModule(self.in_channels[i], out_channels, 1, **conv_kwargs)
             for i in range(start_level, self.backbone_end_level))
         self.cascades = nn.ModuleList(
-            self._make_cascade(node_kwargs) for _ in range(num_cascades))
+            self._make_cascade(node_kwargs, self._cascade_levels(i)) for i in range(num_cascades))
         self.merge_node = (
             CFFMFusionNode(self.num_levels, out_channels, **node_kwargs)
             if out_mode == 'single' else None)
@@ -225,13 +234,28 @@ class CFFM(BaseModule):
                              f'[{self.start_level}, {self.backbone_end_level - 1}]')
         return single_level
 
-    def _make_cascade(self, node_kwargs: dict) -> nn.ModuleDict:
-        """Build the nodes of one cascade.
+    def _resolve_finest_level_cascades(self, value: Optional[int]) -> int:
+        """Return how many (first) cascades include the finest used level."""
+        if value is None:
+            return self.num_cascades
+        if not isinstance(value, int) or not 1 <= value <= self.num_cascades:
+            raise ValueError(f'CFFM finest_level_cascades must be an int in [1, num_cascades='
+                             f'{self.num_cascades}] or None, got {value!r}')
+        if value < self.num_cascades and self.num_levels < 3:
+            raise ValueError('CFFM finest_level_cascades < num_cascades leaves later cascades '
+                             f'with {self.num_levels - 1} level; it needs >= 3 used levels')
+        return value
+
+    def _cascade_levels(self, index: int) -> int:
+        """Number of levels that cascade ``index`` fuses."""
+        return self.num_levels if index < self.finest_level_cascades else self.num_levels - 1
+
+    def _make_cascade(self, node_kwargs: dict, num_levels: int) -> nn.ModuleDict:
+        """Build the nodes of one cascade over its ``num_levels`` coarsest used levels.
 
         ``top_down[i]`` fuses level ``i`` (``i = 0 .. L-2``); ``bottom_up[i]`` fuses level
         ``i + 1``, with 2 inputs for the top level and 3 for the others.
         """
-        num_levels = self.num_levels
         top_down = nn.ModuleList(
             CFFMFusionNode(2, self.out_channels, **node_kwargs) for _ in range(num_levels - 1))
         bottom_up = nn.ModuleList(
@@ -328,8 +352,11 @@ class CFFM(BaseModule):
             conv(inputs[self.start_level + i]) for i, conv in enumerate(self.lateral_convs)
         ]
         feats = laterals
-        for cascade in self.cascades:
-            feats = self._run_cascade(cascade, feats)
+        for index, cascade in enumerate(self.cascades):
+            if index < self.finest_level_cascades:
+                feats = self._run_cascade(cascade, feats)
+            else:  # the finest level passes through; the coarser ones are fused again
+                feats = [feats[0]] + self._run_cascade(cascade, feats[1:])
         if self.out_mode == 'single':
             return (self._merge_single(feats), )
         return tuple(self._add_extra_levels(list(feats), inputs, laterals))

@@ -93,6 +93,6 @@ class CFFMFusionNode(BaseModule):
                 f'CFFMFusionNode expects {self.num_inputs} inputs, got {len(inputs)}')
         weights = self.fusion_weights()
         fused = inputs[0] * weights[0]
-        for i in range(1, self.num_inputs):
-            fused = fused + inputs[i] * weights[i]
+        for i in range(1, self.num_inputs):  # one fused multiply-add pass per further input
+            fused = torch.addcmul(fused, inputs[i], weights[i])
         return self.pw_conv(self.sep_conv(fused))
