@@ -8,13 +8,15 @@
 # predicts the 17 heatmaps. Why stride 8 and not the finest stride 4:
 #   * the deconv then does a learned 2x upsampling, the decoder that SimpleBaseline showed to work,
 #     instead of being a stride-1 conv in disguise;
-#   * the merge node and the deconv run on 4x fewer positions: the whole neck + head costs
-#     ~0.7 G multiply-adds vs ~1.4 G for SimpleBaseline's three 256-channel deconvs, so the model
-#     has 0.73x SimpleBaseline R50's parameters and 0.88x its FLOPs, and 0.95x its CPU latency at
-#     batch 1 (1.26x at batch 32, where the memory-bound stride-4 work dominates: docs/cffm.md);
-#   * C2's stride-4 detail is still fused: it enters both passes of each cascade and is
+#   * the merge node and the deconv run on 4x fewer positions: with the second cascade skipping the
+#     stride-4 level (`finest_level_cascades=1`, see below) the model has 0.72x SimpleBaseline
+#     R50's parameters and 0.86x its FLOPs; CPU latency 0.84x at batch 1 and 1.05x at batch 32
+#     in NCHW, 0.81x and 0.97x in NHWC (ChannelsLastHook): docs/cffm.md;
+#   * C2's stride-4 detail is still fused: it enters both passes of the first cascade and is
 #     max-pooled into the stride-8 merge.
 # 128 channels: the depthwise-separable nodes are cheap, and 128 keeps 2 cascades within budget.
+# The second cascade refines strides 8-32 only: the paper notes that the shallow layers cost much
+# computation for little gain, and at stride 4 one node costs as much as all the others.
 _base_ = ['mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py']
 
 custom_imports = dict(imports=['mmpgnet'], allow_failed_imports=False)
