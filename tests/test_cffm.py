@@ -200,6 +200,32 @@ def test_finest_level_cascades_skips_the_finest_nodes_of_later_cascades():
     assert all(p.grad is not None for p in light.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_channels_last_fusion_gives_the_same_maps_and_grads(out_mode):
+    torch.manual_seed(0)
+    kwargs = dict(num_cascades=2, out_mode=out_mode, finest_level_cascades=1)
+    nchw = CFFM(R50_CHANNELS, 16, **kwargs)
+    nhwc = CFFM(R50_CHANNELS, 16, channels_last=True, **kwargs)
+    nhwc.load_state_dict(nchw.state_dict())
+    feats = [f.requires_grad_() for f in _rand_levels(R50_CHANNELS, SIZES, batch=2)]
+    feats_b = [f.detach().clone().requires_grad_() for f in feats]
+    outs_a, outs_b = nchw(feats), nhwc(feats_b)
+    for a, b in zip(outs_a, outs_b):
+        assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    sum(o.square().sum() for o in outs_a).backward()
+    sum(o.square().sum() for o in outs_b).backward()
+    for a, b in zip(feats, feats_b):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4 * a.grad.abs().max())
+    # one tolerance for all: a conv bias right before BN has a true gradient of ~0 (BN cancels
+    # it), so its rounding noise is only small against the other gradients
+    scale = max(float(p.grad.abs().max()) for p in nchw.parameters())
+    for (name, p_a), p_b in zip(nchw.named_parameters(), nhwc.parameters()):
+        torch.testing.assert_close(p_a.grad, p_b.grad, rtol=1e-3, atol=1e-4 * scale, msg=name)
+    with pytest.raises(ValueError, match='channels_last must be a bool'):
+        CFFM(R50_CHANNELS, 16, channels_last='yes')
+
+
 def test_dependency_check_detects_one_way_fusion():
     """The check above can fail: mmdet's FPN is top-down only, so P5 ignores C2."""
     from mmdet.models.necks import FPN

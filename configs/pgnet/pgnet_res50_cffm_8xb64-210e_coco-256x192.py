@@ -33,6 +33,7 @@ model = dict(
         out_mode='single',
         single_level=1,  # stride 8; the head's deconv brings it to stride 4
         finest_level_cascades=1,  # C2 (stride 4) is fused by the first cascade only
+        channels_last=True,  # NHWC fusion: oneDNN / cuDNN depthwise convs are faster on it
         norm_cfg=dict(type='BN'),
         act_cfg=dict(type='ReLU')),
     head=dict(

@@ -82,18 +82,16 @@ def _cffm_blocks(neck: CFFM, feat_keys: Sequence[str], guidance: nn.Module,
     levels = tuple(f'l{i}' for i in range(neck.num_levels))
 
     def lateral(s: State) -> State:
-        feats = [s[k] for k in feat_keys]
-        neck._check_inputs(feats)
-        return {lv: conv(feats[neck.start_level + i])
-                for i, (lv, conv) in enumerate(zip(levels, neck.lateral_convs))}
+        feats = neck.prepare_inputs([s[k] for k in feat_keys])
+        return dict(zip(levels, neck.project(feats)))
 
     blocks = [PipelineBlock('neck.lateral', lateral, tuple(feat_keys), levels,
                             [neck.lateral_convs])]
     guide_keys: Tuple[str, ...] = ()
     for k, nodes in enumerate(neck.cascades):
 
-        def cascade(s: State, nodes=nodes) -> State:
-            return dict(zip(levels, neck._run_cascade(nodes, [s[lv] for lv in levels])))
+        def cascade(s: State, k=k) -> State:
+            return dict(zip(levels, neck.run_cascade(k, [s[lv] for lv in levels])))
 
         blocks.append(PipelineBlock(f'neck.cascade{k}', cascade, levels, levels, [nodes]))
         if guidance is not None and k == guidance_cascade:

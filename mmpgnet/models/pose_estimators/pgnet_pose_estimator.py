@@ -78,11 +78,11 @@ def cffm_levels_and_outputs(
         tuple: the neck's outputs, the ``num_levels`` fused maps of cascade ``cascade`` and
         what ``on_levels`` returned (None without it).
     """
-    neck._check_inputs(feats)
-    laterals = [conv(feats[neck.start_level + i]) for i, conv in enumerate(neck.lateral_convs)]
+    feats = neck.prepare_inputs(feats)
+    laterals = neck.project(feats)
     levels, extra, x = None, None, laterals
-    for k, nodes in enumerate(neck.cascades):
-        x = neck._run_cascade(nodes, x)
+    for k in range(neck.num_cascades):
+        x = neck.run_cascade(k, x)
         if k == cascade:
             levels = x
             if on_levels is not None:
