@@ -10,8 +10,8 @@
 #     instead of being a stride-1 conv in disguise;
 #   * the merge node and the deconv run on 4x fewer positions: with the second cascade skipping the
 #     stride-4 level (`finest_level_cascades=1`, see below) the model has 0.72x SimpleBaseline
-#     R50's parameters and 0.86x its FLOPs; CPU latency 0.84x at batch 1 and 1.05x at batch 32
-#     in NCHW, 0.81x and 0.97x in NHWC (ChannelsLastHook): docs/cffm.md;
+#     R50's parameters and 0.86x its FLOPs; with the NHWC fusion (`channels_last`) its CPU
+#     latency is 0.81x at batch 1 and 0.96x at batch 32 (docs/cffm.md);
 #   * C2's stride-4 detail is still fused: it enters both passes of the first cascade and is
 #     max-pooled into the stride-8 merge.
 # 128 channels: the depthwise-separable nodes are cheap, and 128 keeps 2 cascades within budget.
