@@ -8,19 +8,18 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from mmpgnet.registry import register_hook
+from mmpgnet.utils.tensor_tree import map_tensors
 
 
 def _to_channels_last(value: Any) -> Any:
     """Convert 4-d floating tensors (also inside tuples, lists and dicts) to channels-last."""
-    if isinstance(value, Tensor):
-        if value.dim() == 4 and value.is_floating_point():
-            return value.contiguous(memory_format=torch.channels_last)
-        return value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_channels_last(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_channels_last(v) for k, v in value.items()}
-    return value
+
+    def convert(tensor: Tensor) -> Tensor:
+        if tensor.dim() == 4 and tensor.is_floating_point():
+            return tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    return map_tensors(value, convert)
 
 
 @register_hook()

@@ -7,18 +7,13 @@ import torch.nn as nn
 from mmengine.optim import OptimWrapper
 
 from mmpgnet.registry import register_optim_wrapper
+from mmpgnet.utils.tensor_tree import map_tensors
 
 
 def _to_float32(value: Any) -> Any:
     """Cast low-precision floating tensors (also inside tuples, lists, dicts) to float32."""
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() and value.dtype != torch.float32 \
-            else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_float32(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_float32(v) for k, v in value.items()}
-    return value
+    return map_tensors(
+        value, lambda t: t.float() if t.is_floating_point() and t.dtype != torch.float32 else t)
 
 
 @register_optim_wrapper()
