@@ -473,7 +473,7 @@ def test_benchmark_norms_tool(tmp_path):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     tool.main(['--variants', 'BN', 'CBN-k3', '--iters', '1', '--warmup', '2', '--repeats', '1',
-               '--batch-size', '2', '--input-size', '64', '48', '--device', 'cpu',
+               '--batch-size', '2', '--input-size', '128', '96', '--device', 'cpu',
                '--out', str(tmp_path)])
     rows = {r['variant']: r for r in json.load(open(tmp_path / 'benchmark_norms.json'))['rows']}
     assert set(rows) == {'BN', 'CBN-k3'}

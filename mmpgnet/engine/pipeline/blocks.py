@@ -8,6 +8,7 @@ predictions that the loss needs, and the targets all travel forward as extra ten
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -127,6 +128,11 @@ def sent_keys(graph: BlockGraph, cut: int) -> Tuple[str, ...]:
     return tuple(k for k in live_keys(graph, cut) if k not in aliases)
 
 
+def _contiguous_grad(grad: Tensor) -> Tensor:
+    """Gradient hook: plain (NCHW) memory, which the process group's send needs."""
+    return grad.contiguous()
+
+
 class StageModule(nn.Module):
     """A run of blocks as one module with tensor-tuple inputs and outputs (a pipeline stage).
 
@@ -173,11 +179,16 @@ class StageModule(nn.Module):
         if len(tensors) != len(self.in_keys):
             raise ValueError(f'stage {self.block_names[0]}.. expects {len(self.in_keys)} tensors '
                              f'{self.in_keys}, got {len(tensors)}')
+        if torch.is_grad_enabled():  # the gradients sent back to the previous stage, too
+            for tensor in tensors:
+                if tensor.requires_grad:
+                    tensor.register_hook(_contiguous_grad)
         state = dict(zip(self.in_keys, tensors))
         state.update({alias: state[source] for alias, source in self.in_aliases.items()})
         for block in self.blocks:
             state.update(block.fn({k: state[k] for k in block.inputs}))
-        return tuple(state[k] for k in self.out_keys)
+        # contiguous: the process group's send/recv needs plain memory (CFFM's maps may be NHWC)
+        return tuple(state[k].contiguous() for k in self.out_keys)
 
 
 def stage_ranges(num_blocks: int, cuts: Sequence[int]) -> List[Tuple[int, int]]:
