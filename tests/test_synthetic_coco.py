@@ -92,6 +92,8 @@ def test_visibility_rule():
     part_area = {torso: 1000}  # only 5 % of the torso shows: its covered hip is not inferable
     vis = _visibility(kpt, owner, 0, part_area, min_part_visible=0.25)
     assert vis[11] == 0 and vis[5] == 2
+    with pytest.raises(ValueError, match='part_area'):
+        _visibility(kpt, owner, 0, None, min_part_visible=0.25)
 
 
 @pytest.mark.parametrize('kwargs,match', [

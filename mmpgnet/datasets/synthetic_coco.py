@@ -338,6 +338,9 @@ def _visibility(kpt: np.ndarray, owner: np.ndarray, person: int,
     Returns:
         np.ndarray: (17,) flags, 0 (outside or unlabelled), 1 (covered), 2 (visible).
     """
+    if min_part_visible > 0 and part_area is None:
+        raise ValueError('_visibility needs the drawn part areas (part_area) when '
+                         f'min_part_visible={min_part_visible} > 0')
     h, w = owner.shape
     vis = np.zeros(NUM_KEYPOINTS, dtype=np.int64)
     base = 1 + person * _PARTS_PER_PERSON
@@ -354,7 +357,7 @@ def _visibility(kpt: np.ndarray, owner: np.ndarray, person: int,
             vis[k] = 1
         else:
             shown = max((int((owner == base + part).sum()) / part_area[part]
-                         for part in _KEYPOINT_PARTS[k] if (part_area or {}).get(part)),
+                         for part in _KEYPOINT_PARTS[k] if part_area.get(part)),
                         default=0.0)
             vis[k] = 1 if shown >= min_part_visible else 0
     return vis

@@ -42,6 +42,7 @@ from mmengine.registry import DefaultScope  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401
 from mmpgnet.utils.launch import resolve_config_path  # noqa: E402
+from mmpgnet.utils.tensor_tree import map_tensors  # noqa: E402
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SIMPLEBASELINE = ('mmpose::body_2d_keypoint/topdown_heatmap/coco/'
@@ -165,11 +166,8 @@ MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.
 
 def to_memory_format(value, memory_format: torch.memory_format):
     """Convert 4-d tensors (also inside tuples and lists) to ``memory_format``."""
-    if isinstance(value, torch.Tensor):
-        return value.contiguous(memory_format=memory_format) if value.dim() == 4 else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(to_memory_format(v, memory_format) for v in value)
-    return value
+    return map_tensors(
+        value, lambda t: t.contiguous(memory_format=memory_format) if t.dim() == 4 else t)
 
 
 def median_latencies_ms(modules: Sequence[nn.Module], args_list: Sequence[tuple], repeats: int,
