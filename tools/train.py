@@ -17,11 +17,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (repo root)
 
 import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from mmpgnet.utils.launch import (add_common_args, close_distributed, enable_amp,  # noqa: E402
-                                   load_config)
+from mmpgnet.utils.launch import (add_common_args, build_runner, close_distributed,  # noqa: E402
+                                   enable_amp, load_config, run_cli)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,14 +54,10 @@ def main(argv=None) -> None:
             raise FileNotFoundError(f'--resume: checkpoint {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.train()
     close_distributed()
 
 
 if __name__ == '__main__':
-    from mmpgnet.datasets import CocoFormatError
-    try:
-        main()
-    except (FileNotFoundError, CocoFormatError) as error:  # bad input: the message says it all
-        sys.exit(f'error: {error}')
+    run_cli(main)

@@ -2,11 +2,14 @@
 import argparse
 import os
 import os.path as osp
-from typing import Optional
+import sys
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 from .synthetic_data import DATALOADER_SPLITS, coco_datasets, use_synthetic_data
 
@@ -139,8 +142,9 @@ def setup_cpu_distributed(cfg: Config, timeout_s: Optional[int] = None) -> None:
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
     if cfg.launcher != 'pytorch':
-        raise ValueError(f'--launcher {cfg.launcher} needs GPUs (MMEngine selects a CUDA device for '
-                         'it); on CPU processes use --launcher pytorch, e.g. tools/dist_train.sh')
+        raise ValueError(f'--launcher {cfg.launcher} needs GPUs (MMEngine selects a CUDA device '
+                         'for it); on CPU processes use --launcher pytorch, e.g. '
+                         'tools/dist_train.sh')
     dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
     dist_cfg['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
@@ -175,3 +179,31 @@ def enable_amp(cfg: Config) -> None:
     else:
         cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
         cfg.optim_wrapper.pop('loss_scale', None)
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build MMEngine's ``Runner``, or the config's own ``runner_type`` from the RUNNERS registry.
+
+    Args:
+        cfg (Config): the loaded config.
+
+    Returns:
+        Runner: the runner.
+    """
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a tool's ``main``; bad input (a missing file, a bad annotation) exits with its message.
+
+    The loaders' own tracebacks from deep inside a dataset say less than the error that
+    :func:`load_config` and :func:`validate_annotations` raise, which names the file and the field.
+
+    Args:
+        main (Callable): the tool's entry point, called without arguments.
+    """
+    from mmpgnet.datasets import CocoFormatError
+    try:
+        main()
+    except (FileNotFoundError, CocoFormatError) as error:
+        sys.exit(f'error: {error}')
