@@ -64,3 +64,18 @@ def test_mean_pose_baseline_is_low(synthetic_coco):
     out = run_tool(['analysis/mean_pose_baseline.py', synthetic_coco])
     ap = float(out.split('AP=')[1].split(',')[0])
     assert 0.0 <= ap < 0.3  # the synthetic poses vary: a fixed pose in the box scores low
+
+
+@pytest.mark.slow
+def test_demo_script_end_to_end(tmp_path):
+    """`make demo`'s script on a tiny set for one epoch: every artefact it announces exists."""
+    data, work = tmp_path / 'data', tmp_path / 'work'
+    out = run_tool(['demo.sh', str(data), str(work)], env=dict(
+        DEMO_TRAIN_IMAGES='24', DEMO_VAL_IMAGES='6', DEMO_EPOCHS='1'))
+    assert 'PGNet demo finished' in out and 'mean-pose baseline' in out
+    metrics = json.load(open(work / 'metrics.json'))
+    assert 0.0 <= metrics['coco/AP'] <= 1.0
+    analysis = (work / 'error_analysis.md').read_text()
+    assert '| as predicted |' in analysis and '| left_wrist |' in analysis
+    assert len(list((work / 'vis').glob('*.png'))) == 6
+    assert osp.getsize(work / 'training_curves.png') > 10_000

@@ -280,7 +280,9 @@ def test_dist_train_pipeline_config_then_test_on_one_process(synthetic_coco, tmp
         PIPE_CFG, synthetic_coco, work_dir, max_epochs=1, batch_size=4,
         extra=dict(model=dict(backbone=dict(depth=18),
                               neck=dict(in_channels=[64, 128, 256, 512], out_channels=32),
-                              head=dict(in_channels=32, deconv_out_channels=(32, ))),
+                              head=dict(in_channels=32, deconv_out_channels=(32, )),
+                              # the config has no feedback; the pipeline must carry it too
+                              guidance_cfg=dict(feedback_weight=0.25)),
                    model_wrapper_cfg=dict(num_microbatches=2, profile_iters=1)))
     out = run_tool(['dist_train.sh', cfg, '2'], timeout=400)
     assert "split_points='auto'" in out and 'stage 1:' in out
