@@ -79,3 +79,8 @@ def test_demo_script_end_to_end(tmp_path):
     assert '| as predicted |' in analysis and '| left_wrist |' in analysis
     assert len(list((work / 'vis').glob('*.png'))) == 6
     assert osp.getsize(work / 'training_curves.png') > 10_000
+    # DEMO_EPOCHS shortened the whole schedule, not only the loop
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(work / osp.basename(DEMO)))
+    assert cfg.train_cfg.max_epochs == 1 and cfg.default_hooks.checkpoint.interval == 1
+    assert cfg.param_scheduler[1].end == cfg.param_scheduler[1].T_max == 1

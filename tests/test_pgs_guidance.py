@@ -79,6 +79,17 @@ def test_guidance_losses_follow_the_scale_and_keep_the_main_loss():
     assert all(v == 0 for k, v in _losses(model, data).items() if 'guide' in k or 'fb' in k)
 
 
+def test_guidance_without_feedback_as_the_configs_use_it():
+    with_fb = build_tiny()
+    no_fb = build_tiny(guidance=dict(GUIDANCE, feedback_weight=0.0))
+    no_fb.load_state_dict(with_fb.state_dict())
+    data = tiny_batch(4)
+    losses, reference = _losses(no_fb, data), _losses(with_fb, data)
+    assert set(losses) == {'loss_kpt'} | {f'loss_guide_l{i}' for i in (1, 2, 3)}
+    for key in losses:  # the guidance terms themselves do not depend on the feedback
+        torch.testing.assert_close(losses[key], reference[key])
+
+
 def test_guidance_targets_are_gt_at_each_level_stride():
     model = build_tiny()
     d = model.data_preprocessor(tiny_batch(2), True)

@@ -23,8 +23,9 @@
 #     AP after 5 epochs was 0.394, without guidance 0.516 (lr 5e-3, batch 32);
 #   * batch 16: twice the updates per epoch for 13 % more time per epoch (lr 1e-2, without
 #     guidance: 0.577 -> 0.615); batch 8 gave 0.662 but 1.33x the time per epoch of batch 16;
-#   * AdamW lr 2e-2 (with the guidance, batch 16: 0.640; lr 1e-2: 0.615 without guidance, and at
-#     batch 32 lr 1e-2 beat 5e-3 by 0.06); a wider ResNet (48 base channels: +0.026 at 1.3x the
+#   * AdamW lr 2e-2 (batch 16, with the guidance: 0.640; lr 1e-2 at batch 16 was run without
+#     guidance, 0.615, and with it at batch 32, 0.575 = no guidance's 0.577; at batch 32 lr 1e-2
+#     beat 5e-3 by 0.06); a wider ResNet (48 base channels: +0.026 at 1.3x the
 #     time), a stride-2 heatmap (64x48: 0.400 vs 0.394 at 1.5x the time) and the UDP codec
 #     (0.388 vs 0.394) did not pay;
 #   * 16 epochs with a val every 4: `make demo` took 13 min 59 s on a fresh clone (AP 0.738).

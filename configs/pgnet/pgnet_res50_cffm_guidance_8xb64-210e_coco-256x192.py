@@ -11,8 +11,8 @@
 # max-pooled target is dense at strides 16 and 32), and Adam's per-weight step normalisation then
 # shrinks the main task's steps in the shared backbone and neck. Measured on the synthetic demo
 # (5-epoch probes, docs/pgs.md "Guidance weights"): 0.5 + feedback 0.5 cost 0.12 AP against no
-# guidance; 0.1 without feedback cost nothing measurable (0.575 vs 0.577); feedback 0.1 or 0.5 cost
-# about 0.03 each time. Not measured on COCO (no COCO or GPUs here).
+# guidance; 0.1 without feedback cost nothing measurable (0.575 vs 0.577); 0.1 with feedback 0.1
+# ended 0.03-0.04 below no guidance. Not measured on COCO (no COCO or GPUs here).
 _base_ = ['./pgnet_res50_cffm_8xb64-210e_coco-256x192.py']
 
 model = dict(

@@ -198,6 +198,8 @@ def run_cli(main: Callable[[], object]) -> None:
 
     The loaders' own tracebacks from deep inside a dataset say less than the error that
     :func:`load_config` and :func:`validate_annotations` raise, which names the file and the field.
+    Every ``FileNotFoundError`` and ``CocoFormatError`` becomes such a one-line exit (whichever
+    code raised it: the message names the file); any other exception keeps its traceback.
 
     Args:
         main (Callable): the tool's entry point, called without arguments.

@@ -1,11 +1,13 @@
 """Where does a top-down model lose COCO key-point AP? Per-key-point OKS and oracle AP.
 
 Input: the COCO key-point ground truth and a result file (the ``<prefix>.keypoints.json`` that
-MMPose's ``CocoMetric`` writes when ``outfile_prefix`` is set). Each prediction is matched to the
-ground-truth person of its image with the highest OKS (COCO's formula and sigmas, from
-pycocotools), and the tool reports:
+MMPose's ``CocoMetric`` writes when ``outfile_prefix`` is set). Predictions are matched one to one
+to the labelled people of their image, in the order of their scores: to the person whose box
+overlaps the prediction's ``bbox`` most (a top-down result carries the box it was made for), or,
+without a box, to the person with the highest OKS (COCO's formula and sigmas, from pycocotools).
+The tool reports:
 
-* people: mean OKS and the share of people whose OKS exceeds 0.5 / 0.75 / 0.9;
+* people (matched predictions): mean OKS and the share whose OKS exceeds 0.5 / 0.75 / 0.9;
 * per key point: mean OKS of the visible (v=2) and of the covered (v=1) labelled points, and the
   median error of the visible ones in units of sqrt(area) (COCO's scale);
 * oracle AP: COCO's AP after the predictions of one class of key points are replaced by the
@@ -45,42 +47,60 @@ def keypoint_oks(pred: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarr
         sigmas (np.ndarray): per-key-point sigmas, shape (K, ).
 
     Returns:
-        np.ndarray: shape (K, ); meaningful where ``gt[:, 2] > 0``.
+        np.ndarray: shape (K, ); meaningful where ``gt[:, 2] > 0``; 0 for a non-finite
+        prediction.
     """
     d2 = ((pred[:, :2] - gt[:, :2])**2).sum(1)
-    return np.exp(-d2 / (2 * (area + np.spacing(1)) * (2 * sigmas)**2))
+    oks = np.exp(-d2 / (2 * (area + np.spacing(1)) * (2 * sigmas)**2))
+    return np.where(np.isfinite(oks), oks, 0.0)  # a NaN / inf prediction is simply wrong
 
 
 def match_predictions(gt: Dict, results: List[Dict],
                       sigmas: np.ndarray) -> List[Optional[Tuple[Dict, np.ndarray]]]:
-    """Match every prediction to the labelled person of its image with the highest OKS.
+    """Match predictions one to one to the labelled people of their image, best score first.
+
+    A result with a ``bbox`` (``[x, y, w, h]``, as MMPose's top-down results carry the box they
+    were predicted in) takes the free person whose box overlaps it most, if that IoU is at least
+    0.5; otherwise, and for results without a box, the free person with the highest OKS. Crowd
+    regions and people without labelled key points take no prediction, as in COCOeval.
 
     Args:
         gt (dict): the ground-truth COCO dict (``annotations`` with ``keypoints`` and ``area``).
-        results (list[dict]): COCO key-point results (``image_id``, ``keypoints``, ``score``).
+        results (list[dict]): COCO key-point results (``image_id``, ``keypoints``, ``score``,
+            optionally ``bbox``).
         sigmas (np.ndarray): per-key-point sigmas.
 
     Returns:
-        list: per result, ``(annotation, per-key-point OKS)`` or None if its image has no
-        labelled person.
+        list: per result, ``(annotation, per-key-point OKS)``, or None when no free labelled
+        person is left in its image.
     """
+    from pycocotools import mask as mask_utils
     by_image: Dict[int, List[Dict]] = {}
     for ann in gt['annotations']:
         if ann.get('num_keypoints', 1) > 0 and not ann.get('iscrowd', 0):
             by_image.setdefault(ann['image_id'], []).append(ann)
-    matches = []
-    for res in results:
+    taken: set = set()
+    matches: List[Optional[Tuple[Dict, np.ndarray]]] = [None] * len(results)
+    order = sorted(range(len(results)), key=lambda i: -float(results[i].get('score', 0.0)))
+    for i in order:
+        res = results[i]
+        free = [a for a in by_image.get(res['image_id'], []) if a['id'] not in taken]
+        if not free:
+            continue
         pred = np.asarray(res['keypoints'], dtype=np.float64).reshape(-1, 3)
-        best, best_oks = None, -1.0
-        for ann in by_image.get(res['image_id'], []):
-            kpts = np.asarray(ann['keypoints'], dtype=np.float64).reshape(-1, 3)
-            labelled = kpts[:, 2] > 0
-            if not labelled.any():
-                continue
-            oks = keypoint_oks(pred, kpts, ann['area'], sigmas)
-            if oks[labelled].mean() > best_oks:
-                best, best_oks = (ann, oks), oks[labelled].mean()
-        matches.append(best)
+        oks = [keypoint_oks(pred, np.asarray(a['keypoints'], dtype=np.float64).reshape(-1, 3),
+                            a['area'], sigmas) for a in free]
+        best = None
+        if 'bbox' in res:
+            ious = mask_utils.iou([res['bbox']], [a['bbox'] for a in free], [0] * len(free))[0]
+            if ious.max() >= 0.5:
+                best = int(ious.argmax())
+        if best is None:
+            mean_oks = [o[np.asarray(a['keypoints']).reshape(-1, 3)[:, 2] > 0].mean()
+                        for o, a in zip(oks, free)]
+            best = int(np.argmax(mean_oks))
+        taken.add(free[best]['id'])
+        matches[i] = (free[best], oks[best])
     return matches
 
 
@@ -149,7 +169,8 @@ def analyse(gt_file: str, result_file: str) -> Dict:
 
     Raises:
         FileNotFoundError: a file does not exist.
-        ValueError: the result file is empty or its key points do not fit the annotations.
+        ValueError: the result file is empty, a prediction's key points or image do not fit
+            the annotations, or no prediction falls on a labelled person.
     """
     from pycocotools.cocoeval import Params
     for path in (gt_file, result_file):
@@ -163,11 +184,22 @@ def analyse(gt_file: str, result_file: str) -> Dict:
     sigmas = np.asarray(Params(iouType='keypoints').kpt_oks_sigmas)
     if not results:
         raise ValueError(f'{result_file} holds no predictions')
-    if len(results[0]['keypoints']) != 3 * len(names) or len(names) != len(sigmas):
-        raise ValueError(f'{result_file}: {len(results[0]["keypoints"]) // 3} key points per '
-                         f'prediction, {gt_file} names {len(names)} and COCO has sigmas for '
+    if len(names) != len(sigmas):
+        raise ValueError(f'{gt_file} names {len(names)} key points; COCO has sigmas for '
                          f'{len(sigmas)}')
+    image_ids = {image['id'] for image in gt['images']}
+    for index, res in enumerate(results):
+        if len(res['keypoints']) != 3 * len(names):
+            raise ValueError(f'{result_file}: prediction {index} has '
+                             f'{len(res["keypoints"]) // 3} key points, {gt_file} names '
+                             f'{len(names)}')
+        if res['image_id'] not in image_ids:
+            raise ValueError(f'{result_file}: prediction {index} is for image_id '
+                             f'{res["image_id"]}, which {gt_file} does not have')
     matches = match_predictions(gt, results, sigmas)
+    if all(match is None for match in matches):
+        raise ValueError(f'{result_file}: none of its {len(results)} predictions falls on a '
+                         f'labelled person of {gt_file}')
     people, oks_rows, vis_rows, err_rows = [], [], [], []
     for res, match in zip(results, matches):
         if match is None:
@@ -178,7 +210,8 @@ def analyse(gt_file: str, result_file: str) -> Dict:
         people.append(oks[kpts[:, 2] > 0].mean())
         oks_rows.append(oks)
         vis_rows.append(kpts[:, 2])
-        err_rows.append(np.linalg.norm(pred[:, :2] - kpts[:, :2], axis=1) / np.sqrt(ann['area']))
+        err_rows.append(np.linalg.norm(pred[:, :2] - kpts[:, :2], axis=1) /
+                        np.sqrt(max(ann['area'], np.spacing(1))))
     oks_all, vis, err = np.array(oks_rows), np.array(vis_rows), np.array(err_rows)
     people = np.array(people)
 
@@ -203,7 +236,8 @@ def analyse(gt_file: str, result_file: str) -> Dict:
         f'fine errors (OKS >= {GROSS_OKS}) right': lambda k, v, o: o >= GROSS_OKS,
     }
     return dict(
-        people=dict(count=int(len(people)), mean_oks=float(people.mean()),
+        people=dict(count=int(len(people)), unmatched=len(results) - int(len(people)),
+                    mean_oks=float(people.mean()),
                     **{f'share_oks>{t}': float((people > t).mean()) for t in (0.5, 0.75, 0.9)}),
         keypoints=per_keypoint,
         oracles={name: coco_keypoint_ap(gt_file, oracle_results(results, matches, rule))
@@ -220,7 +254,8 @@ def format_report(report: Dict) -> str:
         str: the tables.
     """
     p = report['people']
-    lines = [f"{p['count']} people matched; mean OKS {p['mean_oks']:.3f}; OKS > 0.5 / 0.75 / "
+    lines = [f"{p['count']} people matched ({p['unmatched']} predictions unmatched); "
+             f"mean OKS {p['mean_oks']:.3f}; OKS > 0.5 / 0.75 / "
              f"0.9: {p['share_oks>0.5']:.1%} / {p['share_oks>0.75']:.1%} / "
              f"{p['share_oks>0.9']:.1%}", '',
              '| key point | OKS visible (n) | OKS covered (n) | median error / sqrt(area) |',
@@ -234,7 +269,15 @@ def format_report(report: Dict) -> str:
     return '\n'.join(lines)
 
 
-def main(argv=None) -> Dict:
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    """Print (and optionally write) the report of a result file.
+
+    Args:
+        argv (Sequence[str], optional): arguments; ``sys.argv[1:]`` by default.
+
+    Returns:
+        dict: the report of :func:`analyse`.
+    """
     parser = argparse.ArgumentParser(description='Where a key-point model loses COCO AP')
     parser.add_argument('gt_file', help='COCO key-point ground truth')
     parser.add_argument('result_file', help='COCO key-point results (*.keypoints.json)')
