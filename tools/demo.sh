@@ -38,8 +38,8 @@ CKPT=$(ls -t "$WORK"/best_coco_AP_epoch_*.pth "$WORK"/epoch_*.pth 2>/dev/null | 
 [ -n "$CKPT" ] || { echo "demo: training wrote no checkpoint in $WORK" >&2; exit 1; }
 
 echo "==> [demo 3/5] evaluate $CKPT on the synthetic val split"
-"$PY" tools/test.py "$CONFIG" "$CKPT" --synthetic-data "$DATA" --work-dir "$WORK/test" --out "$WORK/metrics.json" \
-  --cfg-options test_evaluator.outfile_prefix="$WORK/test/predictions"
+"$PY" tools/test.py "$CONFIG" "$CKPT" --synthetic-data "$DATA" --work-dir "$WORK/test" \
+  --out "$WORK/metrics.json" --cfg-options test_evaluator.outfile_prefix="$WORK/test/predictions"
 echo "where the AP is lost (per-key-point OKS, oracle APs):"
 "$PY" tools/analysis/keypoint_error_analysis.py "$DATA/annotations/person_keypoints_val.json" \
   "$WORK/test/predictions.keypoints.json" --out "$WORK/error_analysis.md"

@@ -4,7 +4,8 @@ Each image holds 1 to ``max_people`` people drawn as articulated figures (head w
 ears, torso, upper and lower arms, hands, thighs, shins, feet) in varied poses, scales, aspects,
 positions and colours, on a textured background with distractor shapes, some of which are drawn
 *over* the people. Body parts have darker outlines (the contours and shading that make an arm
-in front of a same-coloured torso visible in a photograph). Visibility flags are set honestly from the rendered pixels:
+in front of a same-coloured torso visible in a photograph). Visibility flags are set honestly from
+the rendered pixels:
 
 * ``v=2`` the key point's pixel belongs to one of the body parts that meet at it;
 * ``v=1`` it lies inside the image but is covered (by another person, by another part of the same

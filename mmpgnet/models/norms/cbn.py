@@ -26,8 +26,9 @@ the iteration counter, so over ``stride**2`` iterations every position is used, 
 is unbiased over that cycle. It only sets the direction of a small first-order correction (the
 compensated statistics stay measurably closer to the true ones than the plain average; see the
 tests); ``grad_sample_stride=1`` gives the exact gradient. With it, the same iteration costs
-1.16x BN's time and 1.05x its peak memory (``tools/analysis/benchmark_norms.py``). A past entry is stored as its statistics, these
-gradients and the dot products ``grad . theta_{t-tau}``, so the weights need not be stored.
+1.16x BN's time and 1.05x its peak memory (``tools/analysis/benchmark_norms.py``). A past entry
+is stored as its statistics, these gradients and the dot products ``grad . theta_{t-tau}``, so
+the weights need not be stored.
 
 The compensated entries and the current one are averaged after clamping ``nu >= mu^2`` per entry
 (Eq. 11 of the paper); the variance is ``mean(nu) - mean(mu)^2``. Gradients flow through the
