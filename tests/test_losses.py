@@ -166,9 +166,23 @@ def test_bf16_autocast_stays_finite(module):
 
 
 @pytest.mark.parametrize('module', [GIoULoss, CDIoULoss])
-def test_invalid_input_raises_named_value_error(module):
-    loss_fn = module()
+def test_invalid_input_raises_named_value_error(module, monkeypatch):
+    monkeypatch.delenv('MMPGNET_CHECK_INPUTS', raising=False)
     good = random_boxes(3, 9)
+    bad = good.clone()
+    bad[1, 2] = float('nan')
+    # value checks read the boxes on the host (a GPU sync): off unless asked for
+    assert torch.isnan(module()(bad, good, reduction_override='none')[1])
+    functional = giou_loss if module is GIoULoss else cdiou_loss
+    with pytest.raises(ValueError, match='pred contains non-finite values'):
+        functional(bad, good, check_finite=True)
+    monkeypatch.setenv('MMPGNET_CHECK_INPUTS', '1')  # the debug switch of a whole run
+    with pytest.raises(ValueError, match='pred contains non-finite values'):
+        module()(bad, good)
+    with pytest.raises(ValueError, match='pred contains non-finite values'):
+        functional(bad, good)
+    monkeypatch.delenv('MMPGNET_CHECK_INPUTS')
+    loss_fn = module(check_inputs=True)
     with pytest.raises(ValueError, match=r'pred must have shape \(n, 4\), got \(3, 5\)'):
         loss_fn(torch.zeros(3, 5), torch.zeros(3, 5))
     with pytest.raises(ValueError, match=r'pred must have shape \(n, 4\), got \(12,\)'):
@@ -215,6 +229,14 @@ def test_weight_avg_factor_and_reductions_match_mmdet(name):
         for kwargs in calls:
             p1 = pred.clone().requires_grad_(True)
             p2 = pred.clone().requires_grad_(True)
+            all_zero = kwargs.get('weight') is not None and not kwargs['weight'].any()
+            effective = kwargs.get('reduction_override') or reduction
+            if all_zero and kwargs.get('avg_factor') is not None and effective == 'sum':
+                # mmdet's host-side early exit skips its own argument check; ours has no such
+                # exit (no GPU sync) and refuses avg_factor with 'sum' whatever the weights
+                with pytest.raises(ValueError, match='avg_factor can not be used'):
+                    ours(p1, target, **kwargs)
+                continue
             try:
                 l2 = theirs(p2, target, **kwargs)
             except ValueError as error:  # avg_factor with an effective 'sum'
@@ -222,6 +244,10 @@ def test_weight_avg_factor_and_reductions_match_mmdet(name):
                     ours(p1, target, **kwargs)
                 continue
             l1 = ours(p1, target, **kwargs)
+            if all_zero and effective == 'none':
+                # mmdet returns a scalar 0 here, ours keeps the (n,) shape of 'none'
+                assert l2.dim() == 0 and float(l2) == 0 and l1.shape == (40, )
+                l2 = l2.expand_as(l1)
             torch.testing.assert_close(l1, l2, rtol=1e-9, atol=1e-9, msg=str(kwargs))
             l1.sum().backward()
             l2.sum().backward()

@@ -1,6 +1,7 @@
 """Hook that links CBN layers to their convs before training and reports their state."""
 from typing import Any, Optional
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
@@ -98,5 +99,7 @@ class CBNHook(Hook):
             outputs (Any): the model outputs.
         """
         if self._cbns:
-            active = sum(cbn.compensating for cbn in self._cbns.values())
+            # a device tensor: MMEngine reads it with the other logged scalars (one sync per
+            # iteration for all of them, not one per layer)
+            active = sum(cbn.compensating.to(torch.int32) for cbn in self._cbns.values())
             runner.message_hub.update_scalar('train/cbn_compensating', active)

@@ -20,6 +20,7 @@ The three losses, for boxes ``(x1, y1, x2, y2)``:
   of the top-left corners and of the bottom-right corners.
 """
 import math
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -31,14 +32,37 @@ LOSS_KINDS = ('giou', 'cdiou_center', 'cdiou_corner')
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
+#: Environment variable that turns on value checks (non-finite boxes) wherever they are optional.
+CHECK_INPUTS_ENV = 'MMPGNET_CHECK_INPUTS'
 
-def check_boxes(pred: Tensor, target: Tensor, check_finite: bool = True) -> None:
+
+def value_checks_enabled(check: Optional[bool] = None) -> bool:
+    """Whether to validate box *values* (a host read of the data, so off in training by default).
+
+    Shape and dtype checks cost nothing and always run. Looking for NaN / Inf needs the values on
+    the host: on a GPU that stalls the CPU until the queue drains, every call. It runs when asked
+    for (``check=True``) or, with ``check=None``, when the environment variable
+    ``MMPGNET_CHECK_INPUTS`` is set to ``1`` (a debug switch for a whole run).
+
+    Args:
+        check (bool, optional): an explicit choice; ``None`` defers to the environment.
+
+    Returns:
+        bool: whether to check values.
+    """
+    if check is not None:
+        return bool(check)
+    return os.environ.get(CHECK_INPUTS_ENV, '0').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def check_boxes(pred: Tensor, target: Tensor, check_finite: bool = False) -> None:
     """Validate a pair of aligned box tensors, raising ``ValueError`` that names the problem.
 
     Args:
         pred (Tensor): predicted boxes ``(x1, y1, x2, y2)``, shape ``(n, 4)``.
         target (Tensor): target boxes, same shape as ``pred``.
-        check_finite (bool): also reject NaN / Inf coordinates. Defaults to True.
+        check_finite (bool): also reject NaN / Inf coordinates. This reads the values on the
+            host (a GPU sync), see :func:`value_checks_enabled`. Defaults to False.
 
     Raises:
         ValueError: a wrong type, shape or dtype, or a non-finite coordinate.
@@ -144,6 +168,9 @@ class _FusedIoULoss(torch.autograd.Function):
         saved = ctx.saved_tensors
         p, t, i_wh, e_wh, p_wh, t_wh = saved[:6]
         g = grad_out.to(p.dtype)
+        # pairs whose loss gets no gradient (zero weight) send none back, even where the pair
+        # is degenerate and a factor below is not finite (0 * inf would be NaN)
+        no_grad = (g == 0)[:, None]
         g_rho = None
         # Per-pair factors (shape (n,)); the ones for i_wh and e_wh are halved (see class doc).
         if kind == 'giou':
@@ -182,19 +209,17 @@ class _FusedIoULoss(torch.autograd.Function):
             if not needed:
                 continue
             base = wh.flip(-1).mul_(g_area[:, None]).add_(half_sum)  # d(area)/d(wh) + (g_i+g_e)/2
-            grad = torch.empty(p.shape, dtype=p.dtype)
             if g_rho is None:
-                torch.neg(base, out=grad[:, :2])
-                grad[:, 2:].copy_(base)
+                grad_lt, grad_rb = -base, base
             elif kind == 'cdiou_center':
-                torch.mul(g_rho, side, out=grad[:, :2]).sub_(base)
-                torch.mul(g_rho, side, out=grad[:, 2:]).add_(base)
+                grad_lt, grad_rb = g_rho * side - base, g_rho * side + base
             else:
-                torch.mul(g_rho, side, out=grad)
-                grad[:, :2].sub_(base)
-                grad[:, 2:].add_(base)
-            grad[:, :2].addcmul_(half_diff, sign[:, :2], value=side)
-            grad[:, 2:].addcmul_(half_diff, sign[:, 2:], value=side)
+                grad_lt, grad_rb = g_rho[:, :2] * side - base, g_rho[:, 2:] * side + base
+            grad_lt = grad_lt.addcmul_(half_diff, sign[:, :2], value=side)
+            grad_rb = grad_rb.addcmul_(half_diff, sign[:, 2:], value=side)
+            # one concatenation instead of writes into column slices (out= views, which
+            # torch.compile cannot trace)
+            grad = torch.cat([grad_lt, grad_rb], dim=1).masked_fill_(no_grad, 0.0)
             if side > 0:
                 grad_pred = grad.to(ctx.dtypes[0])
             else:

@@ -1,9 +1,58 @@
 # Copyright (c) mmpgnet contributors. All rights reserved.
-"""Shared argument handling of the mmpgnet box losses (MMDetection semantics)."""
-from typing import Optional, Tuple
+"""Shared argument handling of the mmpgnet box losses (MMDetection semantics).
+
+``weighted_loss`` is MMDetection's own decorator when mmdet imports. Where it does not (an
+environment with only torch, MMEngine and mmcv-lite, e.g. a GPU box that runs the component
+checks), :func:`_weighted_loss_fallback` gives the same semantics (tested against mmdet's).
+"""
+import functools
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+
+def _weight_reduce_loss(loss: Tensor, weight: Optional[Tensor], reduction: str,
+                        avg_factor: Optional[float]) -> Tensor:
+    """MMDetection's ``weight_reduce_loss``: weight, then reduce or divide by ``avg_factor``."""
+    if weight is not None:
+        loss = loss * weight
+    if avg_factor is None:
+        if reduction == 'mean':
+            return loss.mean()
+        return loss.sum() if reduction == 'sum' else loss
+    if reduction == 'mean':
+        # as mmdet: avoid a division by zero when avg_factor is 0
+        return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
+    if reduction != 'none':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    return loss
+
+
+def _weighted_loss_fallback(loss_func: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """MMDetection's ``weighted_loss`` decorator, for environments without mmdet.
+
+    Args:
+        loss_func (Callable): an element-wise loss ``loss_func(pred, target, **kwargs)``.
+
+    Returns:
+        Callable: ``f(pred, target, weight=None, reduction='mean', avg_factor=None, **kwargs)``.
+    """
+
+    @functools.wraps(loss_func)
+    def wrapper(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                reduction: str = 'mean', avg_factor: Optional[float] = None,
+                **kwargs) -> Tensor:
+        return _weight_reduce_loss(loss_func(pred, target, **kwargs), weight, reduction,
+                                   avg_factor)
+
+    return wrapper
+
+
+try:  # MMDetection's decorator when it imports (it needs mmcv's compiled ops)
+    from mmdet.models.losses.utils import weighted_loss
+except ImportError:  # pragma: no cover - exercised by tests/test_lite_import.py
+    weighted_loss = _weighted_loss_fallback
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -42,6 +91,23 @@ def prepare_weight(pred: Tensor, weight: Optional[Tensor]) -> Optional[Tensor]:
     return weight
 
 
+def masked(loss: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """``loss`` with the entries where ``mask`` is False set to 0 (no gradient reaches them).
+
+    A ``torch.where``, not a product, so a non-finite loss of a masked pair does not leak in.
+
+    Args:
+        loss (Tensor): element-wise loss ``(n,)``.
+        mask (Tensor, optional): ``(n,)`` bool, or None for no masking.
+
+    Returns:
+        Tensor: the masked loss.
+    """
+    if mask is None:
+        return loss
+    return torch.where(mask, loss, loss.new_zeros(()))
+
+
 def zero_loss(pred: Tensor, weight: Optional[Tensor]) -> Tensor:
     """A zero loss that keeps ``pred`` in the graph (all-zero weight or no boxes).
 
@@ -73,10 +139,5 @@ def resolve_reduction(default: str, override: Optional[str]) -> str:
     return override if override else default
 
 
-def has_no_positive(weight: Optional[Tensor]) -> bool:
-    """Whether ``weight`` is given and has no positive entry (MMDetection's early exit)."""
-    return weight is not None and not bool(torch.any(weight > 0))
-
-
-__all__: Tuple[str, ...] = ('REDUCTIONS', 'check_reduction', 'prepare_weight', 'zero_loss',
-                            'resolve_reduction', 'has_no_positive')
+__all__: Tuple[str, ...] = ('REDUCTIONS', 'check_reduction', 'prepare_weight', 'masked', 'zero_loss',
+                            'resolve_reduction', 'weighted_loss')

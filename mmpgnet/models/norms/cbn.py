@@ -35,9 +35,19 @@ The compensated entries and the current one are averaged after clamping ``nu >= 
 current iteration's statistics only. Everything CBN needs to continue a run lives in buffers, so a
 checkpoint resumes exactly; the link to the conv (see :func:`link_cbn_layers` and ``CBNHook``) is
 a weak reference that is re-made when a run starts.
+
+GPUs and ``torch.compile``: a training forward never reads a tensor on the host. The step
+counter, the ring position and the valid slots are device buffers, and every decision that
+depends on them (burn-in over? record this step? which past entries count? which sampling grid?)
+is a device-side mask or index, not a Python branch: ``int(counter)`` per layer would stall the
+CPU until the GPU queue drains (about 250 times per ResNet-50 iteration), and a Python integer
+counter would make ``torch.compile`` recompile at every step (it guards on the value; seen: 8
+graphs in 8 steps, then a fallback to eager). The price is that a linked layer computes its
+statistic gradients during the burn-in too (the window is only marked valid from
+``burnin_iters - buffer_num`` on), so the burn-in costs what CBN costs afterwards.
 """
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +104,7 @@ def _batch_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
     Returns:
         tuple[Tensor, Tensor]: mean and variance, each (C,).
     """
-    if x.dtype not in (torch.float32, torch.float64):
+    if x.dtype != torch.float64:
         x = x.float()
     eps = 1e-5
     _, mean, invstd = torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)
@@ -104,44 +114,65 @@ def _batch_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
 class _CrossIterationBN(torch.autograd.Function):
     """Normalise with statistics pooled over the current batch and constant past ones.
 
-    Forward: current mean/second moment, pooled with the past entries (``nu >= mu^2`` per
-    entry), then an inference-mode ``batch_norm`` with the pooled mean and variance. Backward: the
+    Forward: current mean/second moment, pooled with the past entries that ``past_valid`` marks
+    (``nu >= mu^2`` per entry), then an inference-mode ``batch_norm`` with the pooled mean and
+    variance. The number of pooled entries ``n`` is a device tensor (no host read). Backward: the
     pooled statistics depend on the current batch like a synchronised BN over ``n`` equally
     sized batches of which the others are constants, so torch's training-mode BN backward with
     the pooled ``mean``/``invstd`` and the weight divided by ``n`` gives every term except
     ``(1 - 1/n) * weight * invstd * grad_out``, which is added. Two fused passes instead of the
-    half-dozen of the equivalent autograd graph.
+    half-dozen of the equivalent autograd graph. With no valid past entry (``n = 1``) this is
+    exactly batch normalisation with the current batch's statistics.
+
+    Statistics are float32 (float64 for float64 input) whatever the input's dtype, so the
+    function is safe under autocast and with half-precision activations.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                past_mu: Tensor, past_nu: Tensor, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+                past_mu: Tensor, past_nu: Tensor, past_valid: Tensor,
+                eps: float) -> Tuple[Tensor, Tensor, Tensor]:
         mu_t, var_t = _batch_stats(x.detach())
-        mus = torch.cat([mu_t[None], past_mu])
-        nus = torch.maximum(torch.cat([(var_t + mu_t * mu_t)[None], past_nu]), mus * mus)
-        mu = mus.mean(0)
-        var = (nus.mean(0) - mu * mu).clamp_min(0)
-        out = F.batch_norm(x, mu, var, weight, bias, False, 0.0, eps)
-        ctx.save_for_backward(x, weight, mu, torch.rsqrt(var + eps))
-        ctx.n = mus.shape[0]
+        valid = torch.cat([past_valid.new_ones(1), past_valid])[:, None]
+        mus = torch.where(valid, torch.cat([mu_t[None], past_mu.to(mu_t.dtype)]), 0)
+        nus = torch.cat([(var_t + mu_t * mu_t)[None], past_nu.to(mu_t.dtype)])
+        nus = torch.where(valid, torch.maximum(nus, mus * mus), 0)
+        n = valid.sum(0).to(mu_t.dtype)  # (1,): 1 + number of valid past entries
+        mu = mus.sum(0) / n
+        var = (nus.sum(0) / n - mu * mu).clamp_min(0)
+        out = F.batch_norm(x, mu, var, _as(weight, mu), _as(bias, mu), False, 0.0, eps)
+        ctx.save_for_backward(x, weight, mu, torch.rsqrt(var + eps), n)
         ctx.eps = eps
         ctx.mark_non_differentiable(mu_t, var_t)
         return out, mu_t, var_t
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:
-        x, weight, mu, invstd = ctx.saved_tensors
-        scale = torch.ones_like(mu) if weight is None else weight.float()
+        x, weight, mu, invstd, n = ctx.saved_tensors
+        scale = torch.ones_like(mu) if weight is None else weight.to(mu.dtype)
         mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
                 ctx.needs_input_grad[2]]
         grad_out = grad_out.contiguous()
         dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-            grad_out, x, (scale / ctx.n).to(mu.dtype), None, None, mu, invstd, True, ctx.eps,
-            mask)
+            grad_out, x, scale / n, None, None, mu, invstd, True, ctx.eps, mask)
         if dx is not None:
-            coef = (scale * invstd * (1 - 1 / ctx.n)).to(x.dtype)
-            dx = dx.addcmul_(grad_out, coef.view(1, -1, 1, 1))
-        return dx, dw, db, None, None, None
+            coef = (scale * invstd * (1 - 1 / n)).to(dx.dtype)
+            dx = dx.addcmul_(grad_out.to(dx.dtype), coef.view(1, -1, 1, 1))
+        if dw is not None:
+            dw = dw.to(weight.dtype)
+        if db is not None:
+            db = db.to(weight.dtype if weight is not None else mu.dtype)
+        return dx, dw, db, None, None, None, None
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum(-1)``: a dot product that autocast leaves in the inputs' precision."""
+    return (a * b).sum(-1)
+
+
+def _as(param: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
+    """``param`` in the dtype of ``like`` (``None`` stays ``None``)."""
+    return None if param is None else param.to(like.dtype)
 
 
 @register_norm_layer()
@@ -197,7 +228,8 @@ class CBN(_BatchNorm):
         self.burnin_iters = burnin_iters
         self.grad_sample_stride = grad_sample_stride
         k, c = buffer_num, num_features
-        f32 = dict(device=device, dtype=torch.float32)
+        # window statistics in float32 (float64 for a float64 layer), never in half precision
+        f32 = dict(device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
         self.register_buffer('iter_count', torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer('win_pos', torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer('win_valid', torch.zeros(k, dtype=torch.bool, device=device))
@@ -208,7 +240,18 @@ class CBN(_BatchNorm):
         self._conv_ref: Optional[weakref.ReferenceType] = None
         self._hook_handle = None
         self._conv_io: Optional[Tuple[Tensor, Tensor]] = None
-        self.compensating = False  # whether the last training forward used past iterations
+        # whether the last training forward used past iterations (a device flag: no host read)
+        self.register_buffer('_compensating', torch.zeros((), dtype=torch.bool, device=device),
+                             persistent=False)
+
+    @property
+    def compensating(self) -> Tensor:
+        """Tensor: 0-dim bool, whether the last training forward used past iterations.
+
+        A device tensor, so that the forward never waits for the host; ``bool()`` it (a sync) only
+        where a host value is needed, e.g. for logging.
+        """
+        return self._compensating
 
     # ------------------------------------------------------------------ linking
     @property
@@ -250,9 +293,8 @@ class CBN(_BatchNorm):
         k = self.buffer_num
         if tuple(self.win_dnu.shape) != (k, self.num_features, dim) or \
                 tuple(self.win_dmu.shape) != (k, groups, dim):
-            device = self.win_mu.device
-            self.win_dnu = torch.zeros(k, self.num_features, dim, device=device)
-            self.win_dmu = torch.zeros(k, groups, dim, device=device)
+            self.win_dnu = self.win_mu.new_zeros(k, self.num_features, dim)
+            self.win_dmu = self.win_mu.new_zeros(k, groups, dim)
             self.reset_window()
 
     def unlink_conv(self) -> None:
@@ -323,33 +365,39 @@ class CBN(_BatchNorm):
         """
         self._check_input_dim(x)
         conv_io, self._conv_io = self._conv_io, None
-        self.compensating = False
+        self._compensating.fill_(False)
         if not self.training:
             return super().forward(x)
-        step = int(self.iter_count)
-        self.iter_count += 1
         conv = self.conv
+        # statically known (no tensor value involved): is there a window to use at all?
         linked = (self.buffer_num > 0 and conv is not None and conv_io is not None
                   and conv_io[1] is x)
-        record = linked and step >= self.burnin_iters - self.buffer_num
-        use_window = record and step >= self.burnin_iters and bool(self.win_valid.any())
-        if not record and x.shape[0] * x.shape[2] * x.shape[3] > 1:
-            return super().forward(x)
-        if use_window:
-            with torch.no_grad():
-                past_mu, past_nu = self._compensated_window(conv)
-            out, mu_t, var_t = _CrossIterationBN.apply(x, self.weight, self.bias, past_mu,
-                                                       past_nu, self.eps)
-            self.compensating = True
-        else:
-            var_t, mu_t = torch.var_mean(x if x.dtype == torch.float64 else x.float(),
-                                         dim=(0, 2, 3), unbiased=False)
-            out = self._normalize(x, mu_t, var_t)
-            mu_t, var_t = mu_t.detach(), var_t.detach()
+        if not linked:
+            self.iter_count.add_(1)
+            # torch's BN refuses one value per channel; the path below handles it (variance 0)
+            if x.shape[0] * x.shape[2] * x.shape[3] > 1:
+                return super().forward(x)
+            return self._plain_forward(x)
+        step = self.iter_count
+        record = step >= self.burnin_iters - self.buffer_num
+        valid = self.win_valid & (step >= self.burnin_iters)
+        with torch.no_grad():
+            past_mu, past_nu = self._compensated_window(conv)
+        out, mu_t, var_t = _CrossIterationBN.apply(x, self.weight, self.bias, past_mu, past_nu,
+                                                   valid, self.eps)
+        self._compensating.copy_(valid.any())
         self._update_running_stats(mu_t, var_t, x)
-        if record:
-            with torch.no_grad():
-                self._record(conv, conv_io[0], x, mu_t, var_t + mu_t * mu_t)
+        with torch.no_grad():
+            self._record(conv, conv_io[0], x, mu_t, var_t + mu_t * mu_t, record)
+        self.iter_count.add_(1)
+        return out
+
+    def _plain_forward(self, x: Tensor) -> Tensor:
+        """Batch normalisation with the current statistics (also for one value per channel)."""
+        var_t, mu_t = torch.var_mean(x if x.dtype == torch.float64 else x.float(),
+                                     dim=(0, 2, 3), unbiased=False)
+        out = self._normalize(x, mu_t, var_t)
+        self._update_running_stats(mu_t.detach(), var_t.detach(), x)
         return out
 
     def _normalize(self, x: Tensor, mu: Tensor, var: Tensor) -> Tensor:
@@ -369,8 +417,8 @@ class CBN(_BatchNorm):
         m = x.shape[0] * x.shape[2] * x.shape[3]
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
+            if self.momentum is None:  # cumulative average, without reading the counter
+                factor = self.num_batches_tracked.reciprocal().to(self.running_mean.dtype)
             else:
                 factor = self.momentum
             unbiased = var * (m / max(m - 1, 1))
@@ -388,27 +436,32 @@ class CBN(_BatchNorm):
         return weight, bias
 
     def _dot_mean_patch(self, dmu: Tensor, weight: Tensor) -> Tensor:
-        """Per-channel ``dmu[group(c)] . W_c`` for ``dmu`` of shape (K, G, D) -> (K, C)."""
+        """Per-channel ``dmu[group(c)] . W_c`` for ``dmu`` of shape (K, G, D) -> (K, C).
+
+        Element-wise products and sums, not ``bmm``: autocast would run a ``bmm`` in half
+        precision, and the compensation subtracts two such dot products of similar size.
+        """
         k, groups, dim = dmu.shape
-        w = weight.view(groups, self.num_features // groups, dim)
-        return torch.bmm(w, dmu.permute(1, 2, 0)).reshape(self.num_features, k).t()
+        w = weight.view(1, groups, self.num_features // groups, dim)
+        return (w * dmu[:, :, None, :]).sum(-1).reshape(k, self.num_features)
 
     def _compensated_window(self, conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
-        """Statistics of the valid past iterations, moved to the conv's current weights.
+        """Statistics of every window slot, moved to the conv's current weights.
+
+        Slots not (yet) filled hold stale or zero values: ``win_valid`` says which ones count
+        (the caller masks them; selecting them here would give a data-dependent shape).
 
         Args:
             conv (nn.Conv2d): the linked conv.
 
         Returns:
-            tuple[Tensor, Tensor]: compensated means and second moments, each (k_valid, C).
+            tuple[Tensor, Tensor]: compensated means and second moments, each (k, C).
         """
         weight, bias = self._conv_params(conv)
         d_bias = bias[None] - self.win_bias
         mu = (self.win_mu + self._dot_mean_patch(self.win_dmu, weight) - self.win_dmu_w + d_bias)
-        nu = (self.win_nu + torch.linalg.vecdot(self.win_dnu, weight) - self.win_dnu_w
+        nu = (self.win_nu + _dot(self.win_dnu, weight) - self.win_dnu_w
               + 2 * self.win_mu * d_bias)
-        if not bool(self.win_valid.all()):
-            mu, nu = mu[self.win_valid], nu[self.win_valid]
         return mu, nu
 
     def _stat_grads(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
@@ -428,34 +481,48 @@ class CBN(_BatchNorm):
             padding = (0, 0)
         groups, c = conv.groups, self.num_features
         m = y.shape[0] * y.shape[2] * y.shape[3]
+        if conv_in.dtype != y.dtype:  # autocast: the conv computed in y's dtype
+            conv_in = conv_in.to(y.dtype)
         dmu = self._mean_patch_sum(conv, conv_in, padding, y.shape[2:])
         dnu, m_used = self._second_moment_grad_sum(conv, conv_in, padding, y.detach())
         dtype = self.win_mu.dtype
         return dmu.to(dtype).reshape(groups, -1) / m, dnu.to(dtype).reshape(c, -1) * (2.0 / m_used)
 
-    def _sample_offsets(self, out_hw: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-        """Per direction, the sampling stride and this iteration's grid offset.
+    def _sample_strides(self, out_hw: Sequence[int]) -> Tuple[int, int]:
+        """Per direction, the stride of the sampling grid of output positions.
 
         Args:
-            out_hw (tuple[int, int]): the conv's output height and width.
+            out_hw (Sequence[int]): the conv's output height and width.
 
         Returns:
-            tuple: ``((stride_h, stride_w), (offset_h, offset_w))``; a direction whose size is
-            below ``grad_sample_stride`` gets stride 1 and offset 0.
+            tuple[int, int]: ``grad_sample_stride``, or 1 in a direction smaller than it.
         """
         s = self.grad_sample_stride
-        sh, sw = (s if out_hw[0] >= s else 1), (s if out_hw[1] >= s else 1)
-        phase = int(self.iter_count) % (sh * sw)
-        return (sh, sw), (phase // sw, phase % sw)
+        return (s if out_hw[0] >= s else 1), (s if out_hw[1] >= s else 1)
+
+    def _sample_offsets(self, strides: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """This iteration's grid offset, cycling with ``iter_count``, as device tensors.
+
+        Args:
+            strides (tuple[int, int]): from :meth:`_sample_strides`.
+
+        Returns:
+            tuple[Tensor, Tensor]: the row and column offsets, each of shape (1,).
+        """
+        sh, sw = strides
+        phase = (self.iter_count % (sh * sw)).view(1)
+        return torch.div(phase, sw, rounding_mode='floor'), phase % sw
 
     def _second_moment_grad_sum(self, conv: nn.Conv2d, conv_in: Tensor, padding: Tuple[int, int],
-                                y: Tensor) -> Tuple[Tensor, int]:
+                                y: Tensor) -> Tuple[Tensor, Union[int, Tensor]]:
         """``sum y_c P`` over (a grid of) the output positions, and how many positions that is.
 
         Output positions ``(oh + i * sh, ow + j * sw)`` of a conv with stride ``(th, tw)`` are the
         outputs of the same conv with stride ``(th * sh, tw * sw)`` on the zero-padded input
         cropped by ``(oh * th, ow * tw)``, so the grid's weight gradient is one smaller
-        ``convolution_backward``.
+        ``convolution_backward``. The offset is a device tensor, so the crop is a gather of
+        fixed size (every offset gets ``ceil(H_out / sh)`` rows: rows past the map are zeros of
+        a padded ``y``, which add nothing) and no offset ever reaches the host.
 
         Args:
             conv (nn.Conv2d): the conv.
@@ -464,21 +531,34 @@ class CBN(_BatchNorm):
             y (Tensor): its output (N, C, H_out, W_out).
 
         Returns:
-            tuple[Tensor, int]: the weight-shaped sum and the number of positions summed.
+            tuple: the weight-shaped sum and the number of positions summed (an int when every
+            position is used, else a 0-dim tensor).
         """
-        (sh, sw), (oh, ow) = self._sample_offsets(y.shape[2:])
-        if sh == 1 and sw == 1:
+        strides = self._sample_strides(y.shape[2:])
+        if strides == (1, 1):
             grad = torch.nn.grad.conv2d_weight(conv_in, conv.weight.shape, y, conv.stride,
                                                padding, conv.dilation, conv.groups)
             return grad, y.shape[0] * y.shape[2] * y.shape[3]
-        if padding[0] or padding[1]:
-            conv_in = F.pad(conv_in, (padding[1], padding[1], padding[0], padding[0]))
-        th, tw = conv.stride
-        conv_in = conv_in[:, :, oh * th:, ow * tw:]
-        y = y[:, :, oh::sh, ow::sw]
+        (sh, sw), (th, tw) = strides, conv.stride
+        (kh, kw), (dh, dw) = conv.kernel_size, conv.dilation
+        oh, ow = self._sample_offsets(strides)
+        n, c, h, w = y.shape
+        rows, cols = -(-h // sh), -(-w // sw)
+        y = F.pad(y, (0, cols * sw - w, 0, rows * sh - h)).view(n, c, rows, sh, cols, sw)
+        y = y.index_select(3, oh).index_select(5, ow).view(n, c, rows, cols)
+        span_h, span_w = (rows - 1) * sh * th + (kh - 1) * dh + 1, (cols - 1) * sw * tw + (kw - 1) * dw + 1
+        in_h, in_w = conv_in.shape[2] + 2 * padding[0], conv_in.shape[3] + 2 * padding[1]
+        extra_h = max(0, (sh - 1) * th + span_h - in_h)
+        extra_w = max(0, (sw - 1) * tw + span_w - in_w)
+        conv_in = F.pad(conv_in, (padding[1], padding[1] + extra_w, padding[0], padding[0] + extra_h))
+        arange_h = torch.arange(span_h, device=oh.device)
+        arange_w = torch.arange(span_w, device=ow.device)
+        conv_in = conv_in.index_select(2, arange_h + oh * th).index_select(3, arange_w + ow * tw)
         grad = torch.nn.grad.conv2d_weight(conv_in, conv.weight.shape, y, (th * sh, tw * sw),
                                            (0, 0), conv.dilation, conv.groups)
-        return grad, y.shape[0] * y.shape[2] * y.shape[3]
+        used_h = torch.div(h - oh + sh - 1, sh, rounding_mode='floor')
+        used_w = torch.div(w - ow + sw - 1, sw, rounding_mode='floor')
+        return grad, (n * used_h * used_w).view(())
 
     @staticmethod
     def _mean_patch_sum(conv: nn.Conv2d, conv_in: Tensor, padding: Tuple[int, int],
@@ -509,23 +589,28 @@ class CBN(_BatchNorm):
             (c_stride, dh * h_stride, dw * w_stride, sh * h_stride, sw * w_stride))
         return taps.sum((3, 4))
 
-    def _record(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor, mu: Tensor,
-                nu: Tensor) -> None:
-        """Write this iteration's statistics and their gradients into the window ring."""
-        slot = int(self.win_pos) % self.buffer_num
+    def _record(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor, mu: Tensor, nu: Tensor,
+                record: Tensor) -> None:
+        """Write this iteration's statistics and their gradients into the window ring.
+
+        The slot is ``win_pos % buffer_num``, a device index. ``record`` (a 0-dim bool tensor)
+        says whether the entry counts: it becomes the slot's ``win_valid`` flag, and the ring
+        position only advances when it is true, so a step before the recording phase leaves the
+        ring where it was.
+        """
+        slot = (self.win_pos % self.buffer_num).view(1)
         weight, bias = self._conv_params(conv)
         if conv.weight.requires_grad:
             dmu, dnu = self._stat_grads(conv, conv_in, y)
-            self.win_dmu[slot].copy_(dmu)
-            self.win_dnu[slot].copy_(dnu)
         else:  # frozen conv: the weights never change, the compensation term is zero
-            self.win_dmu[slot].zero_()
-            self.win_dnu[slot].zero_()
-        self.win_mu[slot].copy_(mu)
-        self.win_nu[slot].copy_(nu)
-        self.win_dmu_w[slot].copy_(self._dot_mean_patch(self.win_dmu[slot:slot + 1], weight)[0])
-        self.win_dnu_w[slot].copy_(
-            torch.linalg.vecdot(self.win_dnu[slot], weight))
-        self.win_bias[slot].copy_(bias)
-        self.win_valid[slot] = True
-        self.win_pos += 1
+            dmu, dnu = self.win_dmu.new_zeros(self.win_dmu.shape[1:]), \
+                self.win_dnu.new_zeros(self.win_dnu.shape[1:])
+        entry = dict(
+            win_dmu=dmu, win_dnu=dnu, win_mu=mu, win_nu=nu,
+            win_dmu_w=self._dot_mean_patch(dmu[None], weight)[0],
+            win_dnu_w=_dot(dnu, weight), win_bias=bias)
+        for name, value in entry.items():
+            buffer = getattr(self, name)
+            buffer.index_copy_(0, slot, value.to(buffer.dtype)[None])
+        self.win_valid.index_copy_(0, slot, record.view(1))
+        self.win_pos.add_(record.to(self.win_pos.dtype))

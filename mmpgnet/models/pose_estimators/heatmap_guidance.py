@@ -1,5 +1,5 @@
 """Heatmap guidance of PGS: auxiliary heads on intermediate CFFM levels (training only)."""
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -103,7 +103,7 @@ class HeatmapGuidance(BaseModule):
         return [conv(x) for conv, x in zip(self.convs, levels)]
 
     def loss(self, preds: Sequence[Tensor], deep_pred: Tensor, gt_heatmaps: Tensor,
-             keypoint_weights: Tensor, scale: float = 1.0) -> Dict[str, Tensor]:
+             keypoint_weights: Tensor, scale: Union[float, Tensor] = 1.0) -> Dict[str, Tensor]:
         """Guidance and feedback losses of every level.
 
         Args:
@@ -111,7 +111,8 @@ class HeatmapGuidance(BaseModule):
             deep_pred (Tensor): the main head's heatmaps (detached here).
             gt_heatmaps (Tensor): ground truth ``(N, K, H, W)`` at the main head's stride.
             keypoint_weights (Tensor): ``(N, K)`` keypoint weights.
-            scale (float): multiplier of every weight (the guidance-weight schedule).
+            scale (float | Tensor): multiplier of every weight (the guidance-weight schedule; a
+                0-dim tensor on the predictions' device keeps the step free of host copies).
 
         Returns:
             dict[str, Tensor]: ``loss_guide_l{i}`` and, if ``feedback_weight > 0``,

@@ -114,13 +114,16 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
             train_cfg, test_cfg, data_preprocessor, init_cfg, metainfo).
 
     Attributes:
-        guidance_scale (float): multiplier of every guidance weight, 1 by default; set per
-            iteration by :class:`~mmpgnet.engine.hooks.PipelineGuidanceHook`.
+        guidance_scale (Tensor): multiplier of every guidance weight, 1 by default; set per
+            iteration by :class:`~mmpgnet.engine.hooks.PipelineGuidanceHook` (assign a float).
+            It is a 0-dim buffer on the model's device, not a Python float, so that a schedule
+            that changes it every iteration neither copies it to the GPU in the step nor makes
+            ``torch.compile`` recompile (it would guard on a float's value).
     """
 
     def __init__(self, *args, guidance_cfg: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.guidance_scale = 1.0
+        self.register_buffer('_guidance_scale', torch.ones(()), persistent=False)
         self.guidance_cascade: Optional[int] = None
         self.guidance: Optional[HeatmapGuidance] = None
         if guidance_cfg is not None:
@@ -159,6 +162,16 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
             in_levels=in_levels,
             loss=POSE_MODELS.build(loss_cfg),
             **cfg)
+
+    @property
+    def guidance_scale(self) -> Tensor:
+        """Tensor: the guidance-weight multiplier (0-dim, on the model's device)."""
+        return self._guidance_scale
+
+    @guidance_scale.setter
+    def guidance_scale(self, value: float) -> None:
+        """Set the multiplier in place (an asynchronous fill on a GPU)."""
+        self._guidance_scale.fill_(value)
 
     @property
     def with_guidance(self) -> bool:
