@@ -10,7 +10,7 @@ DEMO_WORK_DIR ?= work_dirs/demo
 DEMO_DATA ?= data/synthetic_coco
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo data lint clean
+.PHONY: install test test-fast test-gpu demo data lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,18 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# On a CUDA machine: the CUDA tests (component part with torch + mmengine + mmcv-lite alone; the
+# model part where mmdet / mmpose import), then the GPU report, written even if a test failed.
+# Uses the venv when there is one, else python3 (README.md, "Running on a GPU").
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_REPORT ?= work_dirs/gpu_report.md
+
+test-gpu:
+	@status=0; \
+	$(GPU_PY) -m pytest -m cuda tests/test_cuda.py $(PYTEST_ARGS) || status=$$?; \
+	$(GPU_PY) tools/analysis/gpu_report.py --out $(GPU_REPORT) || status=$$?; \
+	exit $$status
 
 data: install
 	$(PY) tools/dataset_converters/generate_synthetic_coco.py $(DEMO_DATA)

@@ -1,7 +1,9 @@
 """mmpgnet: PGNet components for MMPose and MMDetection.
 
 ``import mmpgnet`` (or ``custom_imports = dict(imports=['mmpgnet'])`` in a config) registers every
-component: see :mod:`mmpgnet.registry` for the naming rule.
+component: see :mod:`mmpgnet.registry` for the naming rule. It needs torch, mmengine and mmcv's
+Python parts (``mmcv-lite`` is enough); the parts for MMDetection and MMPose are registered only
+where those import (:mod:`mmpgnet.utils.optional_packages`).
 """
 from .version import __version__  # noqa: F401
 from .utils import checkpoint_safety  # noqa: F401  (lets torch.load read MMEngine checkpoints)

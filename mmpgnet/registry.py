@@ -7,7 +7,9 @@ The naming rule (also in the README):
 * Models (necks, heads, losses, detectors) are also registered under their bare name in the
   ``MODELS`` registries of ``mmdet`` and ``mmpose``, *unless that scope already has the name*
   (mmdet has its own ``GIoULoss``; ours is then only ``mmpgnet.GIoULoss`` there, never a silent
-  replacement of mmdet's).
+  replacement of mmdet's). A downstream package that does not import here (see
+  :mod:`mmpgnet.utils.optional_packages`) is skipped: mmpgnet works on torch, mmengine and
+  ``mmcv-lite`` alone, through the ``mmpgnet.`` names.
 * Norm layers, hooks and model wrappers are registered in MMEngine's *root* registries under
   their bare name as well, because that is where mmcv's ``build_norm_layer`` and MMEngine's
   ``Runner`` look them up from every scope (``norm_cfg=dict(type='CBN')``,
@@ -27,6 +29,8 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
+
+from mmpgnet.utils.optional_packages import package_available
 
 #: Downstream scopes whose MODELS registries receive our models under their bare names.
 DOWNSTREAM_SCOPES = ('mmdet', 'mmpose')
@@ -93,7 +97,8 @@ def register_model(name: Optional[str] = None,
 
     Args:
         name (str, optional): registered name; the class name by default.
-        scopes (Iterable[str]): downstream scopes that also get the bare name when it is free.
+        scopes (Iterable[str]): downstream scopes that also get the bare name when it is free
+            (those that do not import here are skipped).
 
     Returns:
         Callable: the decorator, which returns the class unchanged.
@@ -103,6 +108,8 @@ def register_model(name: Optional[str] = None,
         key = name or cls.__name__
         MODELS.register_module(name=key, module=cls)
         for scope in scopes:
+            if scope in DOWNSTREAM_SCOPES and not package_available(scope):
+                continue  # not importable here: reachable as mmpgnet.<name> only
             _register_bare(downstream_models_registry(scope), cls, key, strict=False)
         return cls
 
