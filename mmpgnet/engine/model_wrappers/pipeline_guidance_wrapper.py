@@ -1,4 +1,10 @@
-"""PGS pipeline: run a model as S pipeline stages with ``torch.distributed.pipelining``."""
+"""PGS pipeline: run a model as S pipeline stages with ``torch.distributed.pipelining``.
+
+Every collective of the wrapper takes its tensors on the device of its process group's backend
+(:func:`~mmpgnet.engine.pipeline.collective_device`: the current CUDA device for NCCL, the CPU
+for gloo), and its per-micro-batch path never reads a tensor on the host: loss parts stay on the
+device, are averaged there and shared in one tensor collective per step.
+"""
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -10,13 +16,15 @@ from mmengine.optim import OptimWrapper
 from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
+from torch.utils._pytree import tree_map
 
 from mmpgnet.engine.pipeline.blocks import StageModule, stage_ranges
 from mmpgnet.engine.pipeline.partition import PartitionReport, choose_cuts, profile_blocks
 from mmpgnet.engine.pipeline.pose_adapter import TopdownHeatmapAdapter
 from mmpgnet.engine.pipeline.process_groups import (PipelineLayout, build_groups,
-                                                     check_layout)
-from mmpgnet.engine.pipeline.timed_stage import TimedPipelineStage
+                                                     check_layout, check_model_device,
+                                                     collective_device)
+from mmpgnet.engine.pipeline.timed_stage import ChunkTimer, TimedPipelineStage
 from mmpgnet.registry import register_model_wrapper
 
 SCHEDULES = {'GPipe': ScheduleGPipe, '1F1B': Schedule1F1B}
@@ -63,6 +71,12 @@ class PipelineGuidanceWrapper(nn.Module):
     forward from the stage that computes them; the loss (main + guidance + feedback) is computed
     on the last stage and its parts are shared with every rank for logging.
 
+    Devices: with NCCL the model must sit on the process's current CUDA device (checked when
+    the wrapper is built). Every collective uses the backend's device
+    (:func:`~mmpgnet.engine.pipeline.collective_device`); a training step reads no tensor on
+    the host (the loss parts and timing come back as device tensors; :attr:`last_stats` reads
+    the timing when it is first looked at after the step).
+
     Args:
         module (nn.Module): an MMPose top-down heatmap model.
         num_stages (int): S. Defaults to 2.
@@ -72,7 +86,10 @@ class PipelineGuidanceWrapper(nn.Module):
         profile_iters (int): measured iterations of ``'auto'``. Defaults to 3.
         timeout_s (float, optional): timeout of the process groups this wrapper creates (for
             S x D > S); the default group's timeout bounds the rest.
-        sync_cuda_timing (bool): synchronise CUDA around timed chunks. Defaults to True.
+        sync_cuda_timing (bool): on CUDA, time the stage's chunks and step with CUDA events
+            (read once per step: one wait for the device at the end of the schedule). False:
+            no wait at all, and the timing is only the host's (kernel launches). Defaults to
+            True.
     """
 
     def __init__(self,
@@ -105,6 +122,8 @@ class PipelineGuidanceWrapper(nn.Module):
             raise ValueError(f'num_stages={self.num_stages} is more than the model has blocks '
                              f'({len(self.graph.blocks)})')
         self.groups = build_groups(self.layout, timeout_s)
+        if not self.local:
+            check_model_device(next(module.parameters()).device, self.groups.pipeline)
         self.report: Optional[PartitionReport] = None
         self.cuts: Optional[List[int]] = None
         self.stage_modules: List[StageModule] = []
@@ -112,9 +131,10 @@ class PipelineGuidanceWrapper(nn.Module):
         self._schedule = None
         self._synced_once = False
         self._dirty = False
-        self._mb_losses: List[Dict[str, float]] = []
-        self._loss_s = 0.0
-        self.last_stats: Dict[str, Any] = {}
+        self._mb_losses: List[Dict[str, Tensor]] = []
+        self._loss_keys: Optional[List[str]] = None
+        self._timing: Optional[Union[Tensor, List[List[float]]]] = None
+        self._stats: Optional[Dict[str, Any]] = None
         if not isinstance(split_points, str):
             self._build(choose_cuts(self.graph, self.num_stages, split_points))
 
@@ -133,6 +153,19 @@ class PipelineGuidanceWrapper(nn.Module):
     def local(self) -> bool:
         """bool: all stages run in this process."""
         return self.layout.local
+
+    @property
+    def last_stats(self) -> Dict[str, Any]:
+        """dict: timing of the last training step (empty before the first).
+
+        ``local``, ``num_stages``, ``num_microbatches``, per stage ``stage_compute_s``,
+        ``stage_wait_s``, ``stage_step_s`` and ``stage_bubble``, their mean ``bubble`` and
+        ``bubble_ideal``. The step shares the timing as a device tensor; the first look at this
+        property after a step reads it on the host (once), outside the step.
+        """
+        if self._stats is None and self._timing is not None:
+            self._stats = self._timing_stats(self._timing)
+        return self._stats or {}
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped model."""
@@ -160,13 +193,18 @@ class PipelineGuidanceWrapper(nn.Module):
             self._stage, n_microbatches=self.num_microbatches, loss_fn=self._loss_fn)
 
     def _auto_partition(self, inputs: Sequence[Tensor]) -> None:
-        """Profile the blocks on one micro-batch, agree across ranks, cut and build."""
+        """Profile the blocks on one micro-batch, agree across ranks, cut and build.
+
+        The ranks agree on the mean block times with one ``all_reduce`` over the world group
+        on its backend's device; the cuts are chosen on the host (once, before the first step).
+        """
         micro = [t[:max(1, t.shape[0] // self.num_microbatches)] for t in inputs]
         block_ms, cut_bytes = profile_blocks(
             self.graph, micro, self._total_loss_of_state, iters=self.profile_iters)
         if not self.local:
-            times = torch.tensor(block_ms, dtype=torch.float64)
-            dist.all_reduce(times)  # every rank must choose the same cuts: use the mean
+            # every rank must choose the same cuts: use the mean over all ranks
+            times = torch.tensor(block_ms, dtype=torch.float64, device=collective_device())
+            dist.all_reduce(times)
             block_ms = (times / dist.get_world_size()).tolist()
         cuts = choose_cuts(self.graph, self.num_stages, 'auto', block_ms, cut_bytes)
         self.report = PartitionReport(self.graph.names, block_ms, cut_bytes, cuts)
@@ -180,14 +218,21 @@ class PipelineGuidanceWrapper(nn.Module):
         return sum(v for k, v in parts.items() if 'loss' in k)
 
     def _loss_fn(self, output: Union[Tensor, Tuple[Tensor, ...]], target: Any) -> Tensor:
-        """Loss of one micro-batch on the last stage (called by the schedule)."""
-        start = time.perf_counter()
+        """Loss of one micro-batch on the last stage (called by the schedule).
+
+        The parts are kept as detached device tensors (no host read per micro-batch). In a
+        pipeline the loss counts as the last stage's compute time.
+        """
+        if self._stage is not None:
+            return self._stage.timer.run(self._micro_batch_loss, output)
+        return self._micro_batch_loss(output)
+
+    def _micro_batch_loss(self, output: Union[Tensor, Tuple[Tensor, ...]]) -> Tensor:
         outs = output if isinstance(output, (tuple, list)) else (output, )
         state = dict(zip(self.stage_modules[-1].out_keys, outs))
         parts = self.adapter.losses(state)
         total = sum(v for k, v in parts.items() if 'loss' in k)
-        self._mb_losses.append({k: float(v.detach()) for k, v in parts.items()})
-        self._loss_s += time.perf_counter() - start
+        self._mb_losses.append({k: v.detach() for k, v in parts.items()})
         return total
 
     def _check_batch(self, batch_size: int) -> None:
@@ -220,7 +265,8 @@ class PipelineGuidanceWrapper(nn.Module):
 
         Returns:
             dict[str, Tensor]: ``loss`` and its parts, averaged over micro-batches, the same on
-            every rank of the replica.
+            every rank of the replica: 0-dim float32 tensors on the device of the pipeline
+            group's backend (the model's device in a one-process run), not read on the host.
         """
         self._check_optim_wrapper(optim_wrapper)
         batch_size = len(data['inputs'])
@@ -234,22 +280,22 @@ class PipelineGuidanceWrapper(nn.Module):
                 self._broadcast_model()
             if first_call:
                 self._auto_partition(inputs)
-            self._mb_losses, self._loss_s = [], 0.0
-            start = time.perf_counter()
+            self._mb_losses = []
             if self.local:
-                compute = self._local_step(inputs)
+                start = time.perf_counter()
+                self._local_step(inputs)
+                compute_s = step_s = time.perf_counter() - start  # everything is compute
             else:
-                compute = self._pipeline_step(inputs, batch_size, inputs[0].device
-                                              if inputs else None)
-            step_s = time.perf_counter() - start
+                compute_s, step_s = self._pipeline_step(
+                    inputs, batch_size, inputs[0].device if inputs else None)
         if self.layout.num_replicas > 1:
             self._average_stage_grads()
         optim_wrapper.step()
         optim_wrapper.zero_grad()
         self._dirty = True
-        return self._share_results(compute + self._loss_s, step_s)
+        return self._share_results(compute_s, step_s)
 
-    def _local_step(self, inputs: Sequence[Tensor]) -> float:
+    def _local_step(self, inputs: Sequence[Tensor]) -> None:
         """All stages in this process, micro-batch after micro-batch (gradient accumulation)."""
         chunks = [torch.tensor_split(t, self.num_microbatches) for t in inputs]
         for i in range(self.num_microbatches):
@@ -262,13 +308,19 @@ class PipelineGuidanceWrapper(nn.Module):
             for p in stage.parameters():
                 if p.grad is not None:
                     p.grad.div_(self.num_microbatches)
-        return 0.0  # everything is compute: _share_results uses the step time
 
     def _pipeline_step(self, inputs: Sequence[Tensor], batch_size: int,
-                       device: Optional[torch.device]) -> float:
-        """This rank's stage under torch's schedule; returns its compute seconds."""
+                       device: Optional[torch.device]) -> Tuple[float, float]:
+        """This rank's stage under torch's schedule.
+
+        Returns:
+            tuple[float, float]: the stage's compute seconds (its forward, backward and loss
+            chunks) and the schedule step's seconds, both measured with CUDA events on CUDA
+            (see :class:`ChunkTimer`; read here, once per step).
+        """
         device = device or next(self.module.parameters()).device
-        self._stage.compute_s = 0.0
+        self._stage.reset_timing()
+        step_timer = ChunkTimer(device, cuda_events=self.sync_cuda_timing)
         kwargs: Dict[str, Any] = {}
         if self._stage.is_last:
             # the schedule wants a target per micro-batch on the last stage; the real targets
@@ -276,7 +328,7 @@ class PipelineGuidanceWrapper(nn.Module):
             kwargs['target'] = torch.arange(batch_size, device=device, dtype=torch.float32)
         args = tuple(inputs) if self.stage == 0 else ()
         try:
-            self._schedule.step(*args, **kwargs)
+            step_timer.run(self._schedule.step, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 (re-raised with the stage named)
             raise RuntimeError(
                 f'pipeline stage {self.stage} (rank {self.layout.rank}) failed: {exc}. If a peer '
@@ -284,52 +336,113 @@ class PipelineGuidanceWrapper(nn.Module):
                 '(env_cfg.dist_cfg.timeout) bounds the wait and the job ends here') from exc
         # the first step also runs torch's metadata inference, which calls the loss once more
         self._mb_losses = self._mb_losses[-self.num_microbatches:]
-        return self._stage.compute_s
+        return self._stage.compute_s, step_timer.collect()
 
     def _average_stage_grads(self) -> None:
-        """Average this stage's gradients over the data-parallel replicas."""
+        """Average this stage's gradients over the data-parallel replicas.
+
+        One ``all_reduce`` (sum, then divided by D) of a flat buffer on the data-parallel
+        group's backend device (the gradients' own device when they are already there).
+        """
         grads = [p.grad for p in self.stage_modules[self.stage].parameters()
                  if p.grad is not None]
         if not grads:
             return
-        flat = _flatten_dense_tensors(grads)
+        flat = _flatten_dense_tensors(grads).to(collective_device(self.groups.data_parallel))
         dist.all_reduce(flat, group=self.groups.data_parallel)
-        flat /= self.layout.num_replicas
+        flat.div_(self.layout.num_replicas)
         for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
             g.copy_(synced)
 
     def _share_results(self, compute_s: float, step_s: float) -> Dict[str, Tensor]:
-        """Spread the last stage's losses and every stage's timing over the replica."""
-        mine = dict(stage=self.stage, compute_s=compute_s if not self.local else step_s,
-                    step_s=step_s, losses=self._mean_losses())
+        """Spread the last stage's losses and every stage's timing over the replica.
+
+        Each rank contributes one float64 row ``[compute_s, step_s, *mean loss parts]`` (loss
+        parts zero except on the last stage) to one ``all_gather`` over the pipeline group, on
+        its backend's device; row ``s`` is stage ``s``. Nothing is read on the host: the loss
+        parts are returned as device tensors, and the timing is kept for :attr:`last_stats`.
+        The names of the loss parts are sent once, on the first step
+        (:meth:`_agree_loss_keys`).
+        """
+        self._stats = None
         if self.local:
-            gathered = [mine]
-        else:
-            gathered = [None] * self.num_stages
-            dist.all_gather_object(gathered, mine, group=self.groups.pipeline)
-        gathered.sort(key=lambda g: g['stage'])
-        losses = gathered[-1]['losses']
-        compute = [g['compute_s'] for g in gathered]
-        steps = [g['step_s'] for g in gathered]
+            self._timing = [[step_s, step_s]]  # everything is compute
+            keys = list(self._mb_losses[0]) if self._mb_losses else []
+            return self._log_vars(keys, self._mean_losses(keys))
+        self._agree_loss_keys()
+        keys, group = self._loss_keys, self.groups.pipeline
+        row = torch.zeros(2 + len(keys), dtype=torch.float64, device=collective_device(group))
+        row[0].fill_(compute_s)  # a scalar fill, not a blocking host-to-device copy
+        row[1].fill_(step_s)
+        mean = self._mean_losses(keys)
+        if mean is not None:
+            row[2:].copy_(mean)
+        rows = [torch.empty_like(row) for _ in range(self.num_stages)]
+        dist.all_gather(rows, row, group=group)
+        table = torch.stack(rows)
+        self._timing = table[:, :2]
+        return self._log_vars(keys, table[-1, 2:])
+
+    def _agree_loss_keys(self) -> None:
+        """Give every rank of the replica the names of the last stage's loss parts (once).
+
+        One ``broadcast_object_list`` from the last stage over the pipeline group, on the first
+        step only (torch serialises the object on the backend's device); later steps check
+        that the last stage's names have not changed.
+        """
+        keys = list(self._mb_losses[0]) if self._mb_losses else None
+        if self._loss_keys is not None:
+            if keys is not None and keys != self._loss_keys:
+                raise RuntimeError(f'the loss parts changed from {self._loss_keys} to {keys} '
+                                   'during training; the pipeline shares a fixed set of parts')
+            return
+        group = self.groups.pipeline
+        box = [keys]
+        dist.broadcast_object_list(box, src=self.layout.pipeline_ranks()[-1], group=group,
+                                   device=collective_device(group))
+        if box[0] is None:
+            raise RuntimeError('the last pipeline stage computed no loss in its first step')
+        self._loss_keys = box[0]
+
+    def _mean_losses(self, keys: Sequence[str]) -> Optional[Tensor]:
+        """This step's loss parts ``keys`` averaged over micro-batches (float64, on device)."""
+        if not self._mb_losses:
+            return None
+        parts = [torch.stack([m[k].reshape(()).to(torch.float64) for k in keys])
+                 for m in self._mb_losses]
+        return torch.stack(parts).mean(0)
+
+    @staticmethod
+    def _log_vars(keys: Sequence[str], values: Optional[Tensor]) -> Dict[str, Tensor]:
+        """``loss`` (sum of the parts named ``*loss*``) and every part, as 0-dim float32."""
+        if not keys or values is None:
+            return {}
+        values = values.float()
+        parts = {k: values[i] for i, k in enumerate(keys)}  # views: no copy, no host read
+        losses = [v for k, v in parts.items() if 'loss' in k]
+        log_vars = {'loss': torch.stack(losses).sum() if losses else values.new_zeros(())}
+        log_vars.update(parts)
+        return log_vars
+
+    def _timing_stats(self, timing: Union[Tensor, List[List[float]]]) -> Dict[str, Any]:
+        """The :attr:`last_stats` dict from per-stage ``[compute_s, step_s]`` rows."""
+        rows = timing.tolist() if isinstance(timing, Tensor) else timing
+        compute = [r[0] for r in rows]
+        steps = [r[1] for r in rows]
         bubbles = [max(0.0, 1.0 - c / s) if s > 0 else 0.0 for c, s in zip(compute, steps)]
-        self.last_stats = dict(
+        return dict(
             local=self.local, num_stages=self.num_stages, num_microbatches=self.num_microbatches,
             stage_compute_s=compute, stage_wait_s=[max(0.0, s - c) for c, s in zip(compute, steps)],
             stage_step_s=steps, bubble=sum(bubbles) / len(bubbles), stage_bubble=bubbles,
             bubble_ideal=ideal_bubble(self.num_stages, self.num_microbatches))
-        log_vars = {'loss': torch.tensor(sum(v for k, v in losses.items() if 'loss' in k))}
-        log_vars.update({k: torch.tensor(v) for k, v in losses.items()})
-        return log_vars
-
-    def _mean_losses(self) -> Optional[Dict[str, float]]:
-        if not self._mb_losses:
-            return None
-        keys = self._mb_losses[0].keys()
-        return {k: sum(m[k] for m in self._mb_losses) / len(self._mb_losses) for k in keys}
 
     # ------------------------------------------------------------------ whole-model sync
     def _broadcast_model(self) -> None:
-        """Start from the same weights on every rank (those of global rank 0)."""
+        """Start from the same weights on every rank (those of global rank 0).
+
+        Broadcasts over the world group, on its backend's device
+        (see :func:`_broadcast_tensors`).
+        """
         self._synced_once = True
         if self.local:
             return
@@ -339,7 +452,8 @@ class PipelineGuidanceWrapper(nn.Module):
     def sync_stages(self) -> None:
         """Give every rank the trained weights of every stage (before evaluation or saving).
 
-        Each stage's owner in this replica broadcasts its parameters and buffers. Collective:
+        Each stage's owner in this replica broadcasts its parameters and buffers over the
+        pipeline group, on its backend's device (see :func:`_broadcast_tensors`). Collective:
         every rank must call it; it does nothing when no step ran since the last sync.
         """
         if self.local or not self._dirty or not self.stage_modules:
@@ -356,7 +470,11 @@ class PipelineGuidanceWrapper(nn.Module):
 
         Each rank's optimizer has state only for its stage's parameters; the owners' entries
         are gathered (collective: every rank of the replica must call it) so that a checkpoint
-        resumes every stage, or a plain model.
+        resumes every stage, or a plain model. Checkpoint time only, so it is an object
+        collective (``all_gather_object`` over the pipeline group: torch serialises on the
+        backend's device, the current CUDA device for NCCL, which the wrapper checked to be the
+        model's). The entries travel, and are returned, as CPU tensors: a pickled CUDA tensor
+        would be rebuilt on the sender's GPU in the receiving process.
 
         Args:
             optimizer (Optimizer): this rank's optimizer.
@@ -371,7 +489,8 @@ class PipelineGuidanceWrapper(nn.Module):
         owner = {}
         for s, stage in enumerate(self.stage_modules):
             owner.update({id(p): s for p in stage.parameters()})
-        mine = {i: v for i, v in state.items() if owner.get(id(params[i])) == self.stage}
+        mine = {i: tree_map(_to_cpu, v) for i, v in state.items()
+                if owner.get(id(params[i])) == self.stage}
         gathered: List[Any] = [None] * self.num_stages
         dist.all_gather_object(gathered, mine, group=self.groups.pipeline)
         merged = {i: v for i, v in state.items() if id(params[i]) not in owner}
@@ -404,15 +523,25 @@ class PipelineGuidanceWrapper(nn.Module):
         return self.module.test_step(data)
 
 
+def _to_cpu(x: Any) -> Any:
+    return x.detach().cpu() if isinstance(x, Tensor) else x
+
+
 def _broadcast_tensors(tensors: List[Tensor], src: int,
                        group: Optional[dist.ProcessGroup]) -> None:
-    """Broadcast tensors from ``src`` in place, one flat buffer per dtype."""
+    """Broadcast tensors from global rank ``src`` in place, one flat buffer per dtype.
+
+    The flat buffer lives on ``group``'s backend device (:func:`collective_device`): built
+    there when the tensors already are (the model on the current CUDA device with NCCL, on the
+    CPU with gloo), copied there and back otherwise.
+    """
+    device = collective_device(group)
     by_dtype: Dict[torch.dtype, List[Tensor]] = {}
     for t in tensors:
         by_dtype.setdefault(t.dtype, []).append(t)
     for group_tensors in by_dtype.values():
         with torch.no_grad():
-            flat = _flatten_dense_tensors([t.detach() for t in group_tensors])
+            flat = _flatten_dense_tensors([t.detach() for t in group_tensors]).to(device)
             dist.broadcast(flat, src=src, group=group)
             for t, synced in zip(group_tensors, _unflatten_dense_tensors(flat, group_tensors)):
                 t.copy_(synced)

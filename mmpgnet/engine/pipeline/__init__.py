@@ -1,15 +1,27 @@
-"""Pipeline parallelism helpers: model blocks, partitioning, stages, process groups."""
+"""Pipeline parallelism helpers: model blocks, partitioning, stages, process groups.
+
+``TopdownHeatmapAdapter`` (MMPose top-down models as pipeline blocks) is loaded only where
+``mmpose.models`` imports; the rest needs torch alone.
+"""
+from mmpgnet.utils.optional_packages import missing_component_getattr, package_available
 from .blocks import (BlockGraph, PipelineBlock, StageModule, cut_aliases, live_keys, sent_keys,
                      stage_ranges)
 from .partition import (PartitionReport, balance, choose_cuts, profile_blocks,
                         resolve_split_points)
-from .pose_adapter import TopdownHeatmapAdapter
-from .process_groups import PipelineLayout, build_groups, check_layout
-from .timed_stage import TimedPipelineStage
+from .process_groups import (PipelineLayout, build_groups, check_layout,
+                             check_model_device, collective_device)
+from .timed_stage import ChunkTimer, TimedPipelineStage
 
 __all__ = [
     'BlockGraph', 'PipelineBlock', 'StageModule', 'cut_aliases', 'live_keys', 'sent_keys',
     'stage_ranges', 'PartitionReport',
-    'balance', 'choose_cuts', 'profile_blocks', 'resolve_split_points', 'TopdownHeatmapAdapter',
-    'PipelineLayout', 'build_groups', 'check_layout', 'TimedPipelineStage'
+    'balance', 'choose_cuts', 'profile_blocks', 'resolve_split_points',
+    'PipelineLayout', 'build_groups', 'check_layout', 'check_model_device',
+    'collective_device', 'ChunkTimer', 'TimedPipelineStage'
 ]
+
+if package_available('mmpose'):
+    from .pose_adapter import TopdownHeatmapAdapter
+    __all__ += ['TopdownHeatmapAdapter']
+else:
+    __getattr__ = missing_component_getattr(__name__, 'mmpose', ['TopdownHeatmapAdapter'])

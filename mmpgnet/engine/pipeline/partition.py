@@ -58,7 +58,8 @@ def resolve_split_points(graph: BlockGraph, num_stages: int,
     """
     if len(split_points) != num_stages - 1:
         raise ValueError(f'num_stages={num_stages} needs {num_stages - 1} split point(s), got '
-                         f'{len(split_points)}: {list(split_points)} (or use split_points=\'auto\')')
+                         f'{len(split_points)}: {list(split_points)} '
+                         "(or use split_points='auto')")
     cuts = [graph.index(name) for name in split_points]
     if any(c == 0 for c in cuts):
         raise ValueError(f'split point {graph.names[0]!r} is the first block: stage 0 would be '

@@ -127,8 +127,9 @@ class TopdownHeatmapAdapter:
                              '(TopdownPoseEstimator, PGNetPoseEstimator); got '
                              f'{type(model).__name__}')
         if not hasattr(getattr(model, 'head', None), 'loss_module'):
+            head = type(getattr(model, 'head', None)).__name__
             raise ValueError('PipelineGuidanceWrapper needs a heatmap head with a loss_module '
-                             f'(e.g. HeatmapHead), got {type(getattr(model, "head", None)).__name__}')
+                             f'(e.g. HeatmapHead), got {head}')
         self.model = model
 
     @property
