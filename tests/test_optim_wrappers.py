@@ -36,8 +36,9 @@ def test_backbone_and_neck_autocast_head_float32():
     loss = out.square().mean()
     wrapper.update_params(loss)
     assert all(p.dtype == torch.float32 and p.grad is None for p in net.parameters())
-    # hooks are gone after the context
+    # hooks are gone after the context, autocast is off
     assert not net.backbone._forward_pre_hooks and not net.backbone._forward_hooks
+    assert not torch.is_autocast_enabled('cpu')
 
 
 def test_model_without_named_parts_is_autocast_whole():
@@ -52,3 +53,29 @@ def test_bad_dtype():
     with pytest.raises(ValueError, match="'bfloat16' or 'float16'"):
         CPUAmpOptimWrapper(dtype='int8', optimizer=torch.optim.SGD([nn.Parameter(
             torch.ones(1))], lr=0.1))
+
+
+def test_autocast_boundary_compiles_into_one_graph_and_leaves_no_state():
+    """Under torch.compile the hooks' autocast switches are traced: one graph, the bfloat16
+    result of eager autocast, and autocast is off again afterwards (also after an error)."""
+    import torch._dynamo as dynamo
+    torch.manual_seed(0)
+    net = _Net()
+    wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+
+    def step(x):
+        with wrapper.optim_context(net):
+            return net(x)
+
+    x = torch.randn(2, 3, 8, 8)
+    eager = step(x)
+    explanation = dynamo.explain(step)(x)
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0
+    dynamo.reset()
+    compiled = torch.compile(step, backend='aot_eager')(x)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    assert not torch.is_autocast_enabled('cpu') and not wrapper._saved
+    with pytest.raises(RuntimeError):
+        with wrapper.optim_context(net):
+            net(torch.randn(2, 5, 8, 8))  # wrong channels: the backbone raises inside autocast
+    assert not torch.is_autocast_enabled('cpu') and not wrapper._saved

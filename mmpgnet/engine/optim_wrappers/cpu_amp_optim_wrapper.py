@@ -1,6 +1,6 @@
 """Mixed precision on the CPU: bfloat16 autocast of the feature extractor."""
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Sequence
+from typing import Any, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,12 @@ class CPUAmpOptimWrapper(OptimWrapper):
     parameters, gradients and the optimizer step stay float32. ``tools/train.py --amp`` picks this
     wrapper when CUDA is unavailable and ``AmpOptimWrapper`` otherwise.
 
+    The hooks switch CPU autocast on and off with torch's global autocast setters (what
+    ``torch.autocast`` does on entry and exit, including its cast cache), not by keeping
+    ``torch.autocast`` objects open between two hooks: dynamo traces the setters, so a model
+    trained with MMEngine's ``compile=True`` keeps one graph through the autocast boundary
+    (dynamo cannot trace an autocast context object held across calls).
+
     Args:
         dtype (str | torch.dtype): autocast dtype, ``'bfloat16'`` (default) or ``'float16'``.
         autocast_modules (Sequence[str]): names of the model's submodules to autocast.
@@ -49,7 +55,8 @@ class CPUAmpOptimWrapper(OptimWrapper):
             dtype = getattr(torch, dtype)
         self.cast_dtype = dtype
         self.autocast_modules = tuple(autocast_modules)
-        self._active: List[torch.autocast] = []
+        # autocast state (enabled, dtype, cache enabled) saved by each open pre-hook
+        self._saved: List[Tuple[bool, torch.dtype, bool]] = []
 
     def _targets(self, model: nn.Module) -> List[nn.Module]:
         model = getattr(model, 'module', model)  # unwrap DDP-like wrappers
@@ -58,12 +65,26 @@ class CPUAmpOptimWrapper(OptimWrapper):
         return found or [model]
 
     def _enter(self, module: nn.Module, args: Any) -> None:
-        ctx = torch.autocast('cpu', dtype=self.cast_dtype)
-        ctx.__enter__()
-        self._active.append(ctx)
+        """Forward pre-hook: turn CPU autocast on (as ``torch.autocast.__enter__``)."""
+        self._saved.append((torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu'),
+                            torch.is_autocast_cache_enabled()))
+        torch.set_autocast_enabled('cpu', True)
+        torch.set_autocast_dtype('cpu', self.cast_dtype)
+        torch.autocast_increment_nesting()
+        torch.set_autocast_cache_enabled(True)
+
+    def _leave(self) -> None:
+        """Restore the autocast state of the matching :meth:`_enter`."""
+        enabled, dtype, cache = self._saved.pop()
+        if torch.autocast_decrement_nesting() == 0:
+            torch.clear_autocast_cache()  # cached casts of parameters go stale after a step
+        torch.set_autocast_enabled('cpu', enabled)
+        torch.set_autocast_dtype('cpu', dtype)
+        torch.set_autocast_cache_enabled(cache)
 
     def _exit(self, module: nn.Module, args: Any, output: Any) -> Any:
-        self._active.pop().__exit__(None, None, None)
+        """Forward hook: restore autocast, hand float32 outputs on."""
+        self._leave()
         return _to_float32(output)
 
     @contextmanager
@@ -79,5 +100,5 @@ class CPUAmpOptimWrapper(OptimWrapper):
         finally:
             for handle in handles:
                 handle.remove()
-            while self._active:  # a forward that raised left its autocast open
-                self._active.pop().__exit__(None, None, None)
+            while self._saved:  # a forward that raised left its autocast on
+                self._leave()

@@ -481,7 +481,11 @@ class CBN(_BatchNorm):
             padding = (0, 0)
         groups, c = conv.groups, self.num_features
         m = y.shape[0] * y.shape[2] * y.shape[3]
-        if conv_in.dtype != y.dtype:  # autocast: the conv computed in y's dtype
+        if y.dtype == torch.float16:
+            # sums over every position overflow float16 at realistic sizes (batch 48 at 64x48
+            # gave inf); bfloat16 has float32's range and stays as the conv computed it
+            y, conv_in = y.float(), conv_in.float()
+        elif conv_in.dtype != y.dtype:  # autocast: the conv computed in y's dtype
             conv_in = conv_in.to(y.dtype)
         dmu = self._mean_patch_sum(conv, conv_in, padding, y.shape[2:])
         dnu, m_used = self._second_moment_grad_sum(conv, conv_in, padding, y.detach())

@@ -1,8 +1,9 @@
 """PGNet top-down pose estimator: TopdownPoseEstimator + PGS heatmap guidance (training only)."""
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from mmengine.optim import OptimWrapper
 from mmpose.evaluation.functional import pose_pck_accuracy
 from mmpose.models.pose_estimators import TopdownPoseEstimator
 from mmpose.registry import MODELS as POSE_MODELS
@@ -47,11 +48,36 @@ def heatmap_head_loss(head: torch.nn.Module, pred: Tensor, gt_heatmaps: Tensor,
     """
     losses = dict(loss_kpt=head.loss_module(pred, gt_heatmaps, keypoint_weights))
     if train_cfg.get('compute_acc', True):
-        _, avg_acc, _ = pose_pck_accuracy(
-            output=to_numpy(pred), target=to_numpy(gt_heatmaps),
-            mask=to_numpy(keypoint_weights) > 0)
-        losses['acc_pose'] = torch.tensor(avg_acc, device=gt_heatmaps.device)
+        losses['acc_pose'] = heatmap_accuracy(pred, gt_heatmaps, keypoint_weights)
     return losses
+
+
+@torch.compiler.disable
+def heatmap_accuracy(pred: Tensor, gt_heatmaps: Tensor, keypoint_weights: Tensor) -> Tensor:
+    """MMPose's PCK accuracy of heatmaps (``acc_pose``), computed eagerly.
+
+    MMPose computes it with numpy on the host (a GPU sync, as in ``HeatmapHead.loss``; set
+    ``train_cfg=dict(compute_acc=False)`` to avoid it). Under ``torch.compile`` it runs eagerly,
+    outside the graph, instead of breaking the graph into a dozen pieces at its numpy calls.
+
+    Args:
+        pred (Tensor): heatmaps ``(N, K, H, W)``.
+        gt_heatmaps (Tensor): targets ``(N, K, H, W)``.
+        keypoint_weights (Tensor): ``(N, K)``.
+
+    Returns:
+        Tensor: the average accuracy, a 0-dim tensor on the targets' device.
+    """
+    _, avg_acc, _ = pose_pck_accuracy(
+        output=to_numpy(pred), target=to_numpy(gt_heatmaps), mask=to_numpy(keypoint_weights) > 0)
+    return torch.tensor(avg_acc, device=gt_heatmaps.device)
+
+
+@torch.compiler.disable
+def _preprocess_eagerly(data_preprocessor: torch.nn.Module, data: Union[dict, tuple, list],
+                        training: bool) -> Union[dict, list]:
+    """Run a data preprocessor outside ``torch.compile`` (see ``PGNetPoseEstimator.train_step``)."""
+    return data_preprocessor(data, training)
 
 
 def cffm_levels_and_outputs(
@@ -236,6 +262,29 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
         heatmaps = self.head.forward(feats)
         gt_heatmaps, keypoint_weights = pack_heatmap_targets(data_samples)
         return self.loss_by_tensors(heatmaps, guide_preds, gt_heatmaps, keypoint_weights)
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, Tensor]:
+        """MMEngine's training step, with the data preprocessing left out of ``torch.compile``.
+
+        MMEngine's ``compile=True`` compiles ``train_step`` as a whole. Its data preprocessing
+        deep-copies MMPose's data samples, whose metainfo holds numpy arrays, which dynamo fails
+        on (an error, not a graph break); here it runs eagerly, and the model's forward, losses
+        and optimizer step are compiled. Otherwise the same as ``BaseModel.train_step``.
+
+        Args:
+            data (dict | tuple | list): a batch from the dataloader.
+            optim_wrapper (OptimWrapper): the optimizer wrapper.
+
+        Returns:
+            dict[str, Tensor]: the logged variables (``loss`` and its parts).
+        """
+        with optim_wrapper.optim_context(self):
+            data = _preprocess_eagerly(self.data_preprocessor, data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_losses, log_vars = self.parse_losses(losses)
+        optim_wrapper.update_params(parsed_losses)
+        return log_vars
 
     # ------------------------------------------------------------------ checkpoints
     @staticmethod
