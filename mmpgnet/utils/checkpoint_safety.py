@@ -50,9 +50,16 @@ def restricted_getattr(obj: Any, name: str) -> Any:
 
 
 def _numpy_globals() -> List[Any]:
-    """numpy classes and functions that pickled arrays, dtypes and scalars refer to."""
-    items: List[Any] = [np.ndarray, np.dtype, np.core.multiarray._reconstruct,
-                        np.core.multiarray.scalar]
+    """numpy classes and functions that pickled arrays, dtypes and scalars refer to.
+
+    numpy 2 moved ``numpy.core`` to ``numpy._core`` (the old name warns); a checkpoint names the
+    module of the numpy that wrote it, so both names are allowed for the two functions.
+    """
+    multiarray = getattr(getattr(np, '_core', None), 'multiarray', None) or np.core.multiarray
+    items: List[Any] = [np.ndarray, np.dtype]
+    for func in (multiarray._reconstruct, multiarray.scalar):
+        items += [(func, f'numpy.{core}.multiarray.{func.__name__}')
+                  for core in ('core', '_core')]
     dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25 pickles dtype classes by name
     if dtypes is not None:
         items += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
