@@ -256,14 +256,74 @@ def test_fusion_weights_non_negative_and_normalised():
     assert all(node.weight.grad is not None for node in nodes)
 
 
+def _identity_convs(node):
+    """Make every conv of a node (built without norm and act) the identity."""
+    with torch.no_grad():
+        for conv in (node.sep_conv.depthwise_conv.conv, node.sep_conv.pointwise_conv.conv,
+                     node.pw_conv.conv):
+            conv.weight.zero_()
+            conv.bias.zero_()
+            center = conv.weight.shape[-1] // 2
+            for c in range(conv.weight.shape[0]):
+                conv.weight[c, c if conv.groups == 1 else 0, center, center] = 1.0
+
+
 def test_fusion_node_is_weighted_sum_before_convs():
     node = CFFMFusionNode(2, 4, norm_cfg=None, act_cfg=None)
-    node.sep_conv.forward = lambda x: x  # isolate the weighted sum
-    node.pw_conv.forward = lambda x: x
+    _identity_convs(node)  # isolate the weighted sum
     with torch.no_grad():
         node.weight.copy_(torch.tensor([3.0, 1.0]))
     a, b = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
     assert torch.allclose(node([a, b]), torch.full_like(a, 3.0 / (4.0 + node.eps)))
+
+
+def _reference_node(node, inputs):
+    """The node as defined: separable conv and 1x1 conv of ``sum_i w_i x_i``."""
+    weights = node.fusion_weights()
+    fused = sum(w * x for w, x in zip(weights, inputs))
+    return node.pw_conv(node.sep_conv(fused))
+
+
+@pytest.mark.parametrize('raw_weights', [
+    [1.0, 1.0, 1.0], [0.3, 2.0, 0.7], [0.0, 1.5, -1.0], [-1.0, 0.0, 0.8], [-1.0, -2.0, 0.0]])
+@pytest.mark.parametrize('free', [(), (2, ), (0, 2)])
+def test_fusion_node_fast_sum_equals_weighted_sum(raw_weights, free):
+    """The lerp chain + kernel-folded scale (in place or not) gives the defined node."""
+    torch.manual_seed(0)
+    node = CFFMFusionNode(3, 8, norm_cfg=dict(type='GN', num_groups=2))
+    with torch.no_grad():
+        node.weight.copy_(torch.tensor(raw_weights))
+    inputs = [torch.randn(2, 8, 6, 5) for _ in range(3)]
+    ref = _reference_node(node, inputs)
+    with torch.no_grad():
+        copies = [x.clone() for x in inputs]
+        out = node(copies, free=free)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    for i, (x, copy_) in enumerate(zip(inputs, copies)):  # only free inputs may be overwritten
+        assert i in free or torch.equal(x, copy_), i
+    # with autograd: nothing is overwritten, same values, same gradients as the definition
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    out = node(leaves, free=free)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), [*leaves, *node.parameters()])
+    ref_leaves = [x.clone().requires_grad_() for x in inputs]
+    ref_grads = torch.autograd.grad(_reference_node(node, ref_leaves).square().sum(),
+                                    [*ref_leaves, *node.parameters()])
+    scale = max(float(g.abs().max()) for g in ref_grads)  # GN makes some true gradients ~0
+    for grad, ref_grad in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-5 * scale)
+
+
+def test_fusion_node_keeps_custom_depthwise_forward():
+    """A depthwise conv with hooks is not folded: its forward (and hooks) still run."""
+    node = CFFMFusionNode(2, 4, norm_cfg=None, act_cfg=None).eval()
+    calls = []
+    node.sep_conv.depthwise_conv.register_forward_hook(lambda m, a, o: calls.append(a[0]))
+    inputs = [torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3)]
+    out = node(inputs)
+    assert len(calls) == 1
+    torch.testing.assert_close(calls[0], sum(w * x for w, x in zip(node.fusion_weights(), inputs)))
+    torch.testing.assert_close(out, _reference_node(node, inputs))
 
 
 def test_norm_and_act_cfg_reach_every_conv():
@@ -307,6 +367,129 @@ def test_registered_for_mmdet_and_mmpose():
             assert isinstance(
                 registry.build(dict(type='mmpgnet.CFFM', in_channels=[4, 8], out_channels=8)),
                 CFFM)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile, meta and fake CUDA tensors (GPU readiness without a GPU)
+# ---------------------------------------------------------------------------------------------
+TINY_CHANNELS = [4, 8, 8, 16]
+TINY_SIZES = [[(16, 12), (8, 6), (4, 3), (2, 2)], [(20, 15), (10, 8), (5, 4), (3, 2)]]
+
+
+def _tiny_neck(out_mode, **kwargs):
+    """A 2-cascade CFFM with 8 channels, NHWC fusion, the second cascade without level 0."""
+    torch.manual_seed(0)
+    extra = dict(num_outs=5) if out_mode == 'pyramid' else {}
+    cfg = dict(out_channels=8, num_cascades=2, finest_level_cascades=1, channels_last=True,
+               out_mode=out_mode, norm_cfg=dict(type='GN', num_groups=2), **extra)
+    cfg.update(kwargs)
+    return CFFM(TINY_CHANNELS, **cfg)
+
+
+def _tiny_feats(sizes, batch=2, seed=0, device='cpu'):
+    return [f.to(device) for f in _rand_levels(TINY_CHANNELS, sizes, batch=batch, seed=seed)]
+
+
+@pytest.mark.parametrize('norm', ['GN', 'BN'])
+@pytest.mark.parametrize('grad', [False, True])
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_compiles_without_graph_breaks(out_mode, grad, norm):
+    norm_cfg = dict(type='GN', num_groups=2) if norm == 'GN' else dict(type='BN')
+    neck = _tiny_neck(out_mode, norm_cfg=norm_cfg).train(grad)
+    feats = _tiny_feats(TINY_SIZES[0])
+    torch._dynamo.reset()
+    with torch.set_grad_enabled(grad):
+        explanation = torch._dynamo.explain(neck)(feats)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_compiled_matches_eager(out_mode):
+    """AOTAutograd (functionalised in-place fusion) gives eager's maps and gradients.
+
+    Training with autograd on one size, inference without autograd (the in-place path) on
+    another; inductor's kernels are checked by the slow test below.
+    """
+    neck = _tiny_neck(out_mode, add_extra_convs='on_output' if out_mode == 'pyramid' else False)
+    torch._dynamo.reset()
+    compiled = torch.compile(neck, backend='aot_eager', fullgraph=True, dynamic=False)
+    feats = _tiny_feats(TINY_SIZES[0])
+    leaves = [f.clone().requires_grad_() for f in feats]
+    ref_leaves = [f.clone().requires_grad_() for f in feats]
+    outs, refs = compiled(leaves), neck(ref_leaves)
+    for out, ref in zip(outs, refs):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    params = list(neck.parameters())
+    grads = torch.autograd.grad(sum(o.square().sum() for o in outs), leaves + params)
+    ref_grads = torch.autograd.grad(sum(o.square().sum() for o in refs), ref_leaves + params)
+    scale = max(float(g.abs().max()) for g in ref_grads)
+    for grad, ref_grad in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-5 * scale)
+    neck.eval()
+    feats = _tiny_feats(TINY_SIZES[1], seed=1)
+    with torch.no_grad():
+        for out, ref in zip(compiled(feats), neck(feats)):
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_inductor_matches_eager(out_mode):
+    """Inductor's generated kernels (fused sums, norms) give eager's maps (no grad, 2 sizes)."""
+    neck = _tiny_neck(out_mode).eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(neck, fullgraph=True)
+    with torch.no_grad():
+        for sizes in TINY_SIZES:
+            feats = _tiny_feats(sizes)
+            for out, ref in zip(compiled(feats), neck(feats)):
+                torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_meta_forward_backward(out_mode, channels_last):
+    """No tensor made on the CPU and no host read, with and without autograd."""
+    neck = _tiny_neck(out_mode, channels_last=channels_last).to('meta')
+    feats = [f.requires_grad_() for f in _tiny_feats(TINY_SIZES[1], device='meta')]
+    outs = neck(feats)
+    sum(o.square().sum() for o in outs).backward()
+    expected = TINY_SIZES[1] + [(2, 1)] if out_mode == 'pyramid' else TINY_SIZES[1][:1]
+    assert [tuple(o.shape) for o in outs] == [(2, 8, *s) for s in expected]
+    assert all(o.device.type == 'meta' for o in outs)
+    for name, param in neck.named_parameters():
+        assert param.grad is not None and param.grad.device.type == 'meta', name
+    assert all(f.grad is not None and f.grad.shape == f.shape for f in feats)
+    with torch.inference_mode():  # the in-place fusion path
+        assert [tuple(o.shape) for o in neck(feats)] == [tuple(o.shape) for o in outs]
+
+
+@pytest.mark.parametrize('grad', [False, True])
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_fake_cuda_forward(out_mode, grad):
+    """Every tensor on the inputs' device: FakeTensorMode raises on a CPU tensor in the mix."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode(), torch.device('cuda'):
+        neck = _tiny_neck(out_mode).train(grad)
+        feats = [torch.empty(2, c, *s) for c, s in zip(TINY_CHANNELS, TINY_SIZES[0])]
+        with torch.set_grad_enabled(grad):
+            outs = neck(feats)
+    assert len(outs) == (5 if out_mode == 'pyramid' else 1)
+    assert all(o.device.type == 'cuda' and o.shape[:2] == (2, 8) for o in outs)
+
+
+@pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
+def test_fast_inference_path_matches_autograd_path(out_mode):
+    """Without autograd the fusion runs in place: same maps as with autograd, inputs intact."""
+    neck = _tiny_neck(out_mode, channels_last=False).eval()
+    feats = _tiny_feats(TINY_SIZES[1])
+    copies = [f.clone() for f in feats]
+    with torch.inference_mode():
+        fast = neck(feats)
+    for out, ref in zip(fast, neck(feats)):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(f, c) for f, c in zip(feats, copies))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,15 +666,49 @@ def test_cffm_config_trains_with_train_tool(config, synthetic_coco, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # complexity goals, measured by tools/analysis/neck_complexity.py
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_complexity_goals():
-    """PGNet <= SimpleBaseline R50 in params and FLOPs; CFFM <= 0.5x FPN's FLOPs at 800x1333."""
+def _complexity_tool():
     import importlib.util
     path = osp.join(REPO_ROOT, 'tools', 'analysis', 'neck_complexity.py')
     spec = importlib.util.spec_from_file_location('neck_complexity', path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    args = tool.parse_args(['--skip-batch32', '--repeats', '1', '--warmup', '0'])
+    return tool
+
+
+def test_complexity_tool_times_compiled_models():
+    """The tool's compiled rows: latency and compile time per model, ratios vs the baseline."""
+    from mmdet.models.necks import FPN
+    tool = _complexity_tool()
+    shapes = [(c, s, s) for c, s in zip(TINY_CHANNELS, (16, 8, 4, 2))]
+    entries = [
+        tool.Entry('(b) tiny necks', 'FPN', lambda: FPN(TINY_CHANNELS, 8, 4).eval(),
+                   tool.feature_input(shapes), batch32=False),
+        tool.Entry('(b) tiny necks', 'CFFM', lambda: _tiny_neck('pyramid', num_outs=4).eval(),
+                   tool.feature_input(shapes), batch32=False),
+    ]
+    args = tool.parse_args(['--repeats', '2', '--warmup', '1', '--memory-format',
+                            'channels_last', '--compile', 'b', '--compile-backend', 'eager'])
+    tool.measure_group(entries, args)
+    for entry in entries:
+        r = entry.results
+        assert r['lat1_channels_last'] > 0 and r['lat1c_channels_last'] > 0, r
+        assert r['compile_channels_last'] > 0 and r['lat32_channels_last'] is None, r
+    table = tool.format_table(entries, args)
+    assert '| compiled b1 NHWC (ms) | compile NHWC (s) |' in table
+    cffm, fpn = entries[1].results, entries[0].results
+    ratio = cffm['lat1c_channels_last'] / fpn['lat1c_channels_last']
+    assert f'{cffm["lat1c_channels_last"]:.1f} ({ratio:.2f}x)' in table
+    assert 'CFFM compiled / FPN eager (channels_last): ' in table
+    # without compilation, no compiled column
+    args = tool.parse_args(['--memory-format', 'channels_last', '--compile'])
+    assert args.compile == [] and 'compiled' not in tool.format_table(entries[:0], args)
+
+
+@pytest.mark.slow
+def test_complexity_goals():
+    """PGNet <= SimpleBaseline R50 in params and FLOPs; CFFM <= 0.5x FPN's FLOPs at 800x1333."""
+    tool = _complexity_tool()
+    args = tool.parse_args(['--skip-batch32', '--repeats', '1', '--warmup', '0', '--compile'])
     entries = [e for e in tool.make_entries() if e.group[1] in ('a', 'b')]
     tool.measure_group(entries[:2], args)
     tool.measure_group(entries[2:], args)

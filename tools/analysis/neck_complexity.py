@@ -18,9 +18,18 @@ transposed convs of SimpleBaseline's head respond very differently to the layout
 Batch 32 runs for (a) only by default (``--batch32-all`` adds (b) and (c), which take minutes
 and several GB at 800x1333); ``--skip-batch32`` drops it.
 
+Compiled latency (``--compile``, by default for the necks of (b)): each model of a compiled
+comparison is also wrapped in ``torch.compile`` (``--compile-backend``, inductor by default) and
+timed at batch 1 in the same interleaved rounds as the eager models, after its first calls
+(the compilation, whose wall time is reported in its own column; inductor's on-disk cache makes
+a second run of the tool compile faster) and the warm-up. Ratios in a compiled column are
+against the compiled baseline; the line under the table also gives compiled model / eager
+baseline.
+
 Example::
 
     python tools/analysis/neck_complexity.py --repeats 5 --out work_dirs/neck_complexity.md
+    python tools/analysis/neck_complexity.py --only b --memory-format channels_last --repeats 9
 """
 import argparse
 import os
@@ -197,8 +206,37 @@ def median_latencies_ms(modules: Sequence[nn.Module], args_list: Sequence[tuple]
     return [statistics.median(t) for t in times]
 
 
+def compile_modules(modules: Sequence[nn.Module], args_list: Sequence[tuple],
+                    backend: str) -> Tuple[List[Callable], List[float]]:
+    """``torch.compile`` each module and run it twice on its arguments (compilation).
+
+    Args:
+        modules (Sequence[nn.Module]): modules in eval mode.
+        args_list (Sequence[tuple]): forward arguments of each module.
+        backend (str): ``torch.compile`` backend.
+
+    Returns:
+        tuple[list, list[float]]: the compiled callables and the wall time of each one's
+        compilation (its first two calls) in seconds.
+    """
+    compiled, seconds = [], []
+    with torch.inference_mode():
+        for module, args in zip(modules, args_list):
+            fn = torch.compile(module, backend=backend)
+            start = time.perf_counter()
+            for _ in range(2):  # the second call catches a recompilation on a guard, if any
+                fn(*args)
+            seconds.append(time.perf_counter() - start)
+            compiled.append(fn)
+    return compiled, seconds
+
+
 def measure_group(entries: Sequence[Entry], args: argparse.Namespace) -> None:
-    """Fill ``results`` of a comparison's entries: params (M), GFLOPs, latencies (ms)."""
+    """Fill ``results`` of a comparison's entries: params (M), GFLOPs, latencies (ms).
+
+    With compilation for the group (``args.compile``), ``lat1c_<fmt>`` (compiled latency, ms)
+    and ``compile_<fmt>`` (compilation time, s) too, measured in the rounds of the eager ones.
+    """
     modules = [entry.build() for entry in entries]
     for entry, module in zip(entries, modules):
         info = get_model_complexity_info(
@@ -206,16 +244,25 @@ def measure_group(entries: Sequence[Entry], args: argparse.Namespace) -> None:
         entry.results['params'] = info['params'] / 1e6
         entry.results['flops'] = info['flops'] / 1e9
     run32 = not args.skip_batch32 and all(e.batch32 or args.batch32_all for e in entries)
+    run_compiled = entries[0].group[1] in args.compile
     for fmt in args.formats:
         memory_format = MEMORY_FORMATS[fmt]
         modules = [module.to(memory_format=memory_format) for module in modules]
         inputs = [[to_memory_format(e.make_input(batch), memory_format) for e in entries]
                   for batch in (1, 32)]
-        lat1 = median_latencies_ms(modules, inputs[0], args.repeats, args.warmup)
+        timed, timed_inputs = list(modules), list(inputs[0])
+        if run_compiled:
+            torch.compiler.reset()
+            compiled, seconds = compile_modules(modules, inputs[0], args.compile_backend)
+            timed, timed_inputs = timed + compiled, timed_inputs + inputs[0]
+        lat1 = median_latencies_ms(timed, timed_inputs, args.repeats, args.warmup)
         lat32 = (median_latencies_ms(modules, inputs[1], args.repeats32, 1)
                  if run32 else [None] * len(entries))
-        for entry, l1, l32 in zip(entries, lat1, lat32):
+        for i, (entry, l1, l32) in enumerate(zip(entries, lat1, lat32)):
             entry.results.update({f'lat1_{fmt}': l1, f'lat32_{fmt}': l32})
+            if run_compiled:
+                entry.results.update({f'lat1c_{fmt}': lat1[len(entries) + i],
+                                      f'compile_{fmt}': seconds[i]})
     for entry in entries:
         print(f'  measured {entry.group} / {entry.name}: {entry.results}', flush=True)
 
@@ -248,13 +295,39 @@ def _cell(value: Optional[float], base: Optional[float], fmt: str) -> str:
     return text
 
 
+def _latency_columns(entries: List[Entry],
+                     args: argparse.Namespace) -> List[Tuple[str, str, str, bool]]:
+    """``(results key, title, number format, is a ratio-bearing column)`` of the table."""
+    short = dict(contiguous='NCHW', channels_last='NHWC')
+    compiled = any(f'lat1c_{fmt}' in e.results for e in entries for fmt in args.formats)
+    columns = []
+    for fmt in args.formats:
+        columns += [(f'lat{b}_{fmt}', f'CPU b{b} {short[fmt]} (ms)', '.1f' if b == 1 else '.0f',
+                     True) for b in (1, 32)]
+        if compiled:
+            columns += [(f'lat1c_{fmt}', f'compiled b1 {short[fmt]} (ms)', '.1f', True),
+                        (f'compile_{fmt}', f'compile {short[fmt]} (s)', '.0f', False)]
+    return columns
+
+
+def _compiled_vs_eager_notes(entries: List[Entry], args: argparse.Namespace) -> List[str]:
+    """One sentence per compiled model: its compiled latency / its baseline's eager one."""
+    notes, baselines = [], {}
+    for entry in entries:
+        base = baselines.setdefault(entry.group, entry)
+        for fmt in args.formats:
+            compiled, eager = entry.results.get(f'lat1c_{fmt}'), base.results.get(f'lat1_{fmt}')
+            if entry is not base and compiled is not None and eager:
+                notes.append(f'{entry.name} compiled / {base.name} eager ({fmt}): '
+                             f'{compiled / eager:.2f}x.')
+    return notes
+
+
 def format_table(entries: List[Entry], args: argparse.Namespace) -> str:
     """Markdown table; ratios are against the first entry of each group."""
-    short = dict(contiguous='NCHW', channels_last='NHWC')
-    latency_cols = [(f'lat{b}_{fmt}', f'CPU b{b} {short[fmt]} (ms)', '.1f' if b == 1 else '.0f')
-                    for fmt in args.formats for b in (1, 32)]
+    latency_cols = _latency_columns(entries, args)
     header = ['comparison', 'model', 'params (M)', 'GFLOPs (G mult-adds)'
-              ] + [title for _, title, _ in latency_cols]
+              ] + [title for _, title, _, _ in latency_cols]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
     baselines: Dict[str, Entry] = {}
     for entry in entries:
@@ -262,16 +335,23 @@ def format_table(entries: List[Entry], args: argparse.Namespace) -> str:
         r, b = entry.results, base.results
         cells = [entry.group, entry.name, _cell(r['params'], b['params'], '.2f'),
                  _cell(r['flops'], b['flops'], '.2f')]
-        cells += [_cell(r[key], b[key], fmt) for key, _, fmt in latency_cols]
+        cells += [_cell(r.get(key), b.get(key) if ratio else None, fmt)
+                  for key, _, fmt, ratio in latency_cols]
         lines.append('| ' + ' | '.join(cells) + ' |')
+    compiled = any(key.startswith('lat1c_') for key, _, _, _ in latency_cols)
     lines.append('')
     lines.append(
-        f'Ratios (in parentheses) are against the first row of each comparison. Latency: median '
-        f'of {args.repeats} runs at batch 1 and {args.repeats32} at batch 32 (models of a '
-        f'comparison interleaved), after {args.warmup} warm-up run(s); '
-        f'{torch.get_num_threads()} torch threads, '
+        f'Ratios (in parentheses) are against the first row of each comparison'
+        f'{" (compiled latency: against the compiled first row)" if compiled else ""}. '
+        f'Latency: median of {args.repeats} runs at batch 1 and {args.repeats32} at batch 32 '
+        f'(models of a comparison interleaved{", eager and compiled" if compiled else ""}), '
+        f'after {args.warmup} warm-up run(s); '
+        + (f'compiled with torch.compile(backend={args.compile_backend!r}) for comparison(s) '
+           f'{", ".join(args.compile)}; ' if compiled else '')
+        + f'{torch.get_num_threads()} torch threads, '
         f'{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, '
         f'torch {torch.__version__}.')
+    lines += _compiled_vs_eager_notes(entries, args)
     return '\n'.join(lines)
 
 
@@ -288,6 +368,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='run only these comparisons')
     parser.add_argument('--memory-format', choices=['both', *MEMORY_FORMATS], default='both',
                         help='memory format(s) of the latency runs (default: both)')
+    parser.add_argument('--compile', nargs='*', choices=['a', 'b', 'c'], default=['b'],
+                        help='comparisons whose models are also timed under torch.compile '
+                        '(default: b, the necks; none without values); compiling the full '
+                        'models of a and c takes minutes')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='torch.compile backend (default: inductor)')
     parser.add_argument('--threads', type=int, help='torch.set_num_threads')
     parser.add_argument('--out', help='also write the table to this file')
     args = parser.parse_args(argv)

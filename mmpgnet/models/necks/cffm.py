@@ -9,7 +9,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmpgnet.registry import register_model
-from .cffm_fusion_node import CFFMFusionNode
+from .cffm_fusion_node import CFFMFusionNode, conv_module_forward
 
 OUT_MODES = ('pyramid', 'single')
 EXTRA_CONV_SOURCES = ('on_input', 'on_lateral', 'on_output')
@@ -314,14 +314,24 @@ class CFFM(BaseModule):
         top_down = [None] * num_levels
         top_down[-1] = feats[-1]
         for i in range(num_levels - 2, -1, -1):
-            up = resize_to(top_down[i + 1], feats[i].shape[-2:], self.upsample_cfg)
-            top_down[i] = cascade['top_down'][i]([feats[i], up])
+            up, fresh = self._resize(top_down[i + 1], feats[i])
+            top_down[i] = cascade['top_down'][i]([feats[i], up], free=(1, ) if fresh else ())
         outs = [top_down[0]]
         for i in range(1, num_levels):
-            down = resize_to(outs[-1], feats[i].shape[-2:], self.upsample_cfg)
+            down, fresh = self._resize(outs[-1], feats[i])
             node_inputs = [feats[i], down] if i == num_levels - 1 else [feats[i], top_down[i], down]
-            outs.append(cascade['bottom_up'][i - 1](node_inputs))
+            free = (len(node_inputs) - 1, ) if fresh else ()
+            outs.append(cascade['bottom_up'][i - 1](node_inputs, free=free))
         return outs
+
+    def _resize(self, x: Tensor, like: Tensor) -> Tuple[Tensor, bool]:
+        """Resize ``x`` to the size of ``like``; also say whether the result is a new tensor.
+
+        A new tensor is a temporary that the node it feeds may overwrite (see
+        :meth:`CFFMFusionNode.forward`); ``x`` itself (same size) must be left unchanged.
+        """
+        size = like.shape[-2:]
+        return resize_to(x, size, self.upsample_cfg), tuple(x.shape[-2:]) != tuple(size)
 
     def prepare_inputs(self, inputs: Sequence[Tensor]) -> List[Tensor]:
         """Check the backbone features and put them in the neck's memory format.
@@ -346,7 +356,10 @@ class CFFM(BaseModule):
         Returns:
             list[Tensor]: ``num_levels`` maps of ``out_channels``, finest first.
         """
-        return [conv(inputs[self.start_level + i]) for i, conv in enumerate(self.lateral_convs)]
+        return [
+            conv_module_forward(conv, inputs[self.start_level + i])
+            for i, conv in enumerate(self.lateral_convs)
+        ]
 
     def run_cascade(self, index: int, feats: List[Tensor]) -> List[Tensor]:
         """Run cascade ``index`` on all ``num_levels`` maps.
@@ -369,8 +382,10 @@ class CFFM(BaseModule):
 
     def _merge_single(self, feats: List[Tensor]) -> Tensor:
         """Fuse all levels at the resolution of ``single_level``."""
-        size = feats[self.single_level - self.start_level].shape[-2:]
-        return self.merge_node([resize_to(x, size, self.upsample_cfg) for x in feats])
+        target = feats[self.single_level - self.start_level]
+        resized = [self._resize(x, target) for x in feats]
+        free = tuple(i for i, (_, fresh) in enumerate(resized) if fresh)
+        return self.merge_node([x for x, _ in resized], free=free)
 
     def _add_extra_levels(self, outs: List[Tensor], inputs: Sequence[Tensor],
                           laterals: List[Tensor]) -> List[Tensor]:
