@@ -137,7 +137,7 @@ def test_subsampled_second_moment_gradient(kernel, stride, padding, dilation, gr
     assert (sh, sw) == tuple(2 if size >= 2 else 1 for size in y.shape[2:])
     total, counted, grids = 0, 0, []
     for phase in range(sh * sw):
-        cbn.iter_count.fill_(phase)
+        cbn.grid_phase = phase
         grid_sum, grid_m = cbn._second_moment_grad_sum(conv, conv_in, pad, y)
         grids.append(grid_sum)
         total, counted = total + grid_sum, counted + grid_m
@@ -246,10 +246,11 @@ def test_save_load_resume_is_exact():
     batches = [torch.randn(2, 3, 6, 6) for _ in range(7)]
     net = conv_cbn(buffer_num=3)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    train_steps(net, opt, batches[:4])
+    train_steps(net, opt, batches[:5])  # 5 steps: the sampling grid is mid-cycle (phase 1)
+    assert net[1].grid_phase == 1
     buf = io.BytesIO()
     torch.save(dict(model=net.state_dict(), opt=opt.state_dict()), buf)
-    uninterrupted = train_steps(net, opt, batches[4:])
+    uninterrupted = train_steps(net, opt, batches[5:])
 
     resumed = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), CBN(8, buffer_num=3))
     assert resumed[1].win_dnu.numel() == 0  # shapes come from the checkpoint
@@ -259,7 +260,8 @@ def test_save_load_resume_is_exact():
     link_cbn_layers(resumed, lambda: resumed(torch.randn(2, 3, 6, 6)))  # tracing leaves no trace
     opt2 = torch.optim.SGD(resumed.parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(ckpt['opt'])
-    continued = train_steps(resumed, opt2, batches[4:])
+    assert resumed[1].grid_phase == 1  # re-read from iter_count on load
+    continued = train_steps(resumed, opt2, batches[5:])
     for a, b in zip(uninterrupted, continued):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not any('conv' in k for k in resumed[1].state_dict())

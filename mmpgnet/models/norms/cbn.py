@@ -38,16 +38,21 @@ a weak reference that is re-made when a run starts.
 
 GPUs and ``torch.compile``: a training forward never reads a tensor on the host. The step
 counter, the ring position and the valid slots are device buffers, and every decision that
-depends on them (burn-in over? record this step? which past entries count? which sampling grid?)
-is a device-side mask or index, not a Python branch: ``int(counter)`` per layer would stall the
-CPU until the GPU queue drains (about 250 times per ResNet-50 iteration), and a Python integer
-counter would make ``torch.compile`` recompile at every step (it guards on the value; seen: 8
-graphs in 8 steps, then a fallback to eager). The price is that a linked layer computes its
-statistic gradients during the burn-in too (the window is only marked valid from
-``burnin_iters - buffer_num`` on), so the burn-in costs what CBN costs afterwards.
+depends on them (burn-in over? record this step? which past entries count? which slot?) is a
+device-side mask or index, not a Python branch: ``int(counter)`` per layer would stall the CPU
+until the GPU queue drains (about 250 times per ResNet-50 iteration), and a Python step counter
+would make ``torch.compile`` recompile at every step (it guards on the value; seen: 8 graphs in 8
+steps, then a fallback to eager). The one Python counter is the sampling grid's offset,
+:attr:`CBN.grid_phase`, which cycles through ``grad_sample_stride**2`` values (``iter_count``
+modulo that, re-read from the checkpoint on load): it selects views of the input, where a device
+offset would need gathers that copied the whole input (measured: 1.43x BN's time instead of
+1.19x), and costs ``torch.compile`` one graph per offset (4), never more. The price of the masks
+is that a linked layer computes its statistic gradients during the burn-in too (the window is
+only marked valid from ``burnin_iters - buffer_num`` on), so the burn-in costs what CBN costs
+afterwards.
 """
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -240,6 +245,9 @@ class CBN(_BatchNorm):
         self._conv_ref: Optional[weakref.ReferenceType] = None
         self._hook_handle = None
         self._conv_io: Optional[Tuple[Tensor, Tensor]] = None
+        #: offset index of the d nu / dW sampling grid, ``iter_count % grad_sample_stride**2``
+        #: kept as a Python int (see the module docstring); set from the checkpoint on load
+        self.grid_phase = 0
         # whether the last training forward used past iterations (a device flag: no host read)
         self.register_buffer('_compensating', torch.zeros((), dtype=torch.bool, device=device),
                              persistent=False)
@@ -344,6 +352,15 @@ class CBN(_BatchNorm):
             if prefix + 'iter_count' in absent:
                 self.iter_count.zero_()
             self.reset_window()
+        self.sync_grid_phase()
+
+    def sync_grid_phase(self) -> None:
+        """Set :attr:`grid_phase` from ``iter_count`` (after a checkpoint load; reads it once).
+
+        The only host read of a counter, outside training steps; skipped on ``meta`` (no value).
+        """
+        if self.iter_count.device.type != 'meta':
+            self.grid_phase = int(self.iter_count) % self.grad_sample_stride**2
 
     # ------------------------------------------------------------------ forward
     def _check_input_dim(self, input: Tensor) -> None:
@@ -374,6 +391,7 @@ class CBN(_BatchNorm):
                   and conv_io[1] is x)
         if not linked:
             self.iter_count.add_(1)
+            self._advance_grid_phase()
             # torch's BN refuses one value per channel; the path below handles it (variance 0)
             if x.shape[0] * x.shape[2] * x.shape[3] > 1:
                 return super().forward(x)
@@ -504,29 +522,27 @@ class CBN(_BatchNorm):
         s = self.grad_sample_stride
         return (s if out_hw[0] >= s else 1), (s if out_hw[1] >= s else 1)
 
-    def _sample_offsets(self, strides: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-        """This iteration's grid offset, cycling with ``iter_count``, as device tensors.
+    def _sample_offsets(self, strides: Tuple[int, int]) -> Tuple[int, int]:
+        """This iteration's grid offset (row, column), cycling with the training steps.
 
         Args:
             strides (tuple[int, int]): from :meth:`_sample_strides`.
 
         Returns:
-            tuple[Tensor, Tensor]: the row and column offsets, each of shape (1,).
+            tuple[int, int]: the offsets, from the Python cycle ``grid_phase``.
         """
         sh, sw = strides
-        phase = (self.iter_count % (sh * sw)).view(1)
-        return torch.div(phase, sw, rounding_mode='floor'), phase % sw
+        phase = self.grid_phase % (sh * sw)
+        return phase // sw, phase % sw
 
     def _second_moment_grad_sum(self, conv: nn.Conv2d, conv_in: Tensor, padding: Tuple[int, int],
-                                y: Tensor) -> Tuple[Tensor, Union[int, Tensor]]:
+                                y: Tensor) -> Tuple[Tensor, int]:
         """``sum y_c P`` over (a grid of) the output positions, and how many positions that is.
 
         Output positions ``(oh + i * sh, ow + j * sw)`` of a conv with stride ``(th, tw)`` are the
         outputs of the same conv with stride ``(th * sh, tw * sw)`` on the zero-padded input
         cropped by ``(oh * th, ow * tw)``, so the grid's weight gradient is one smaller
-        ``convolution_backward``. The offset is a device tensor, so the crop is a gather of
-        fixed size (every offset gets ``ceil(H_out / sh)`` rows: rows past the map are zeros of
-        a padded ``y``, which add nothing) and no offset ever reaches the host.
+        ``convolution_backward`` on views of the input and output (no copy).
 
         Args:
             conv (nn.Conv2d): the conv.
@@ -535,8 +551,7 @@ class CBN(_BatchNorm):
             y (Tensor): its output (N, C, H_out, W_out).
 
         Returns:
-            tuple: the weight-shaped sum and the number of positions summed (an int when every
-            position is used, else a 0-dim tensor).
+            tuple[Tensor, int]: the weight-shaped sum and the number of positions summed.
         """
         strides = self._sample_strides(y.shape[2:])
         if strides == (1, 1):
@@ -544,25 +559,14 @@ class CBN(_BatchNorm):
                                                padding, conv.dilation, conv.groups)
             return grad, y.shape[0] * y.shape[2] * y.shape[3]
         (sh, sw), (th, tw) = strides, conv.stride
-        (kh, kw), (dh, dw) = conv.kernel_size, conv.dilation
         oh, ow = self._sample_offsets(strides)
-        n, c, h, w = y.shape
-        rows, cols = -(-h // sh), -(-w // sw)
-        y = F.pad(y, (0, cols * sw - w, 0, rows * sh - h)).view(n, c, rows, sh, cols, sw)
-        y = y.index_select(3, oh).index_select(5, ow).view(n, c, rows, cols)
-        span_h, span_w = (rows - 1) * sh * th + (kh - 1) * dh + 1, (cols - 1) * sw * tw + (kw - 1) * dw + 1
-        in_h, in_w = conv_in.shape[2] + 2 * padding[0], conv_in.shape[3] + 2 * padding[1]
-        extra_h = max(0, (sh - 1) * th + span_h - in_h)
-        extra_w = max(0, (sw - 1) * tw + span_w - in_w)
-        conv_in = F.pad(conv_in, (padding[1], padding[1] + extra_w, padding[0], padding[0] + extra_h))
-        arange_h = torch.arange(span_h, device=oh.device)
-        arange_w = torch.arange(span_w, device=ow.device)
-        conv_in = conv_in.index_select(2, arange_h + oh * th).index_select(3, arange_w + ow * tw)
+        if padding[0] or padding[1]:
+            conv_in = F.pad(conv_in, (padding[1], padding[1], padding[0], padding[0]))
+        conv_in = conv_in[:, :, oh * th:, ow * tw:]
+        y = y[:, :, oh::sh, ow::sw]
         grad = torch.nn.grad.conv2d_weight(conv_in, conv.weight.shape, y, (th * sh, tw * sw),
                                            (0, 0), conv.dilation, conv.groups)
-        used_h = torch.div(h - oh + sh - 1, sh, rounding_mode='floor')
-        used_w = torch.div(w - ow + sw - 1, sw, rounding_mode='floor')
-        return grad, (n * used_h * used_w).view(())
+        return grad, y.shape[0] * y.shape[2] * y.shape[3]
 
     @staticmethod
     def _mean_patch_sum(conv: nn.Conv2d, conv_in: Tensor, padding: Tuple[int, int],
@@ -618,3 +622,8 @@ class CBN(_BatchNorm):
             buffer.index_copy_(0, slot, value.to(buffer.dtype)[None])
         self.win_valid.index_copy_(0, slot, record.view(1))
         self.win_pos.add_(record.to(self.win_pos.dtype))
+        self._advance_grid_phase()
+
+    def _advance_grid_phase(self) -> None:
+        """Step :attr:`grid_phase` with ``iter_count`` (it stays ``iter_count % stride**2``)."""
+        self.grid_phase = (self.grid_phase + 1) % self.grad_sample_stride**2

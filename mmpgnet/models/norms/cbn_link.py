@@ -83,6 +83,7 @@ def trace_cbn_producers(model: nn.Module,
     handles += [m.register_forward_pre_hook(on_cbn_input) for m in cbns.values()]
     training = {m: m.training for m in names}
     buffers = [(buf, buf.clone()) for buf in model.buffers()]
+    grid_phases = {cbn: cbn.grid_phase for cbn in cbns.values()}
     try:
         model.train()
         with torch.no_grad():
@@ -92,6 +93,8 @@ def trace_cbn_producers(model: nn.Module,
             handle.remove()
         for m, flag in training.items():
             m.training = flag
+        for cbn, phase in grid_phases.items():
+            cbn.grid_phase = phase
         with torch.no_grad():
             for buf, saved in buffers:
                 buf.copy_(saved)
