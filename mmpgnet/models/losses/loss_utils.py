@@ -139,5 +139,5 @@ def resolve_reduction(default: str, override: Optional[str]) -> str:
     return override if override else default
 
 
-__all__: Tuple[str, ...] = ('REDUCTIONS', 'check_reduction', 'prepare_weight', 'masked', 'zero_loss',
-                            'resolve_reduction', 'weighted_loss')
+__all__: Tuple[str, ...] = ('REDUCTIONS', 'check_reduction', 'prepare_weight', 'masked',
+                            'zero_loss', 'resolve_reduction', 'weighted_loss')
