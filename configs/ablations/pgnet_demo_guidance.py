@@ -3,10 +3,11 @@
 # feedback) against the same model without guidance and with the deep -> shallow feedback, three
 # seeds each, on a 5-epoch schedule (the length of the single-seed probes of docs/pgs.md).
 #
-#   python tools/dataset_converters/generate_synthetic_coco.py data/synthetic_coco   # if missing
+#   python tools/dataset_converters/generate_synthetic_coco.py data/synthetic_coco \
+#       --num-train 2000 --num-val 200 --seed 0   # if missing: the set tools/demo.sh makes
 #   python tools/analysis/ablate.py configs/ablations/pgnet_demo_guidance.py
 #
-# 9 runs of 5 epochs on the default synthetic set (2000 train images), not timed yet: `make demo`
+# 9 runs of 5 epochs on the demo's synthetic set (2000 train images), not timed yet: `make demo`
 # (16 epochs) took 14 min on 2 CPU cores, so expect roughly 4-5 min a run.
 base_config = 'configs/pgnet/pgnet_res18_cffm_demo_synthetic-128x96.py'
 synthetic_data = 'data/synthetic_coco'  # tools/train.py --synthetic-data
