@@ -19,11 +19,11 @@ CBN_CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'cbn', '*.py')))
 
 
 def conv_cbn(buffer_num: int = 3, burnin_iters: int = 0, cin: int = 3, cout: int = 8,
-             groups: int = 1, bias: bool = False) -> nn.Sequential:
+             groups: int = 1, bias: bool = False, **cbn_options) -> nn.Sequential:
     """A conv followed by CBN, linked by tracing."""
     net = nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, groups=groups, bias=bias),
-        CBN(cout, buffer_num=buffer_num, burnin_iters=burnin_iters))
+        CBN(cout, buffer_num=buffer_num, burnin_iters=burnin_iters, **cbn_options))
     report = link_cbn_layers(net, lambda: net(torch.randn(2, cin, 6, 6)))
     assert report.linked == {'1': '0'}
     return net
@@ -181,6 +181,90 @@ def test_gradients_flow_to_input_and_affine_and_match_reference():
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize('groups,bias', [(1, False), (2, True)])
+def test_differentiable_compensation_matches_autograd_of_compensated_forward(groups, bias):
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=2, cin=4, groups=groups, bias=bias,
+                   differentiable_compensation=True).double()
+    conv, cbn = net
+    nn.init.uniform_(cbn.weight, 0.5, 1.5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.2)
+    for _ in range(3):  # the weights move, so the compensation is not zero
+        train_steps(net, opt, [torch.randn(3, 4, 5, 5, dtype=torch.double)])
+    x = torch.randn(3, 4, 5, 5, dtype=torch.double, requires_grad=True)
+    params = (x, cbn.weight, cbn.bias, conv.weight) + ((conv.bias, ) if bias else ())
+    g = torch.randn(3, 8, 5, 5, dtype=torch.double)
+    # reference: plain autograd through the compensation (window entries are constants)
+    y = conv(x)
+    past_mu, past_nu = cbn._compensated_window(conv, detach=False)
+    ref = reference_cbn(y, cbn.weight, cbn.bias, past_mu, past_nu, cbn.eps)
+    ref_grads = torch.autograd.grad((ref * g).sum(), params)
+    paper_grads = torch.autograd.grad(
+        (reference_cbn(conv(x), cbn.weight, cbn.bias, past_mu.detach(), past_nu.detach(),
+                       cbn.eps) * g).sum(), params)
+    out = net(x)
+    assert cbn.compensating
+    grads = torch.autograd.grad((out * g).sum(), params)
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+    # the option changes the conv's gradients (and only those)
+    assert (grads[3] - paper_grads[3]).abs().max() > 1e-3 * grads[3].abs().max()
+    for got, paper in zip(grads[:3], paper_grads[:3]):
+        torch.testing.assert_close(got, paper)
+
+
+def test_cross_iteration_function_gradcheck_including_clamped_entries():
+    from mmpgnet.models.norms.cbn import _CrossIterationBN
+    torch.manual_seed(0)
+    opts = dict(dtype=torch.double, requires_grad=True)
+    x = torch.randn(2, 3, 3, 3, **opts)
+    weight, bias = torch.rand(3, **opts) + 0.5, torch.randn(3, **opts)
+    past_mu = torch.randn(3, 3, **opts)
+    # entry 0 has nu < mu^2 in every channel (it is raised to mu^2), entry 2 is not valid
+    past_nu = (past_mu.detach()**2 + torch.tensor([[-0.3], [0.5], [0.7]]).double()).requires_grad_()
+    valid = torch.tensor([True, True, False])
+
+    def fn(*args):
+        return _CrossIterationBN.apply(*args, valid, 1e-5)[0]
+
+    assert torch.autograd.gradcheck(fn, (x, weight, bias, past_mu, past_nu))
+    grads = torch.autograd.grad(fn(x, weight, bias, past_mu, past_nu).pow(2).sum(),
+                                (past_mu, past_nu))
+    assert (grads[1][0] == 0).all() and (grads[0][2] == 0).all() and (grads[1][2] == 0).all()
+    assert (grads[1][1] != 0).all() and (grads[0][0] != 0).all()
+
+
+def test_eval_stats_window_averages_the_pooled_statistics():
+    torch.manual_seed(0)
+    net = conv_cbn(buffer_num=3, eval_stats='window')
+    conv, cbn = net
+    cbn.momentum = 1.0  # the running statistics are the last update
+    history = []
+    for step in range(5):
+        x = torch.randn(2, 3, 5, 5) * (1 + step) + step
+        with torch.no_grad():
+            y = conv(x)
+            net(x)
+        history.append(batch_stats(y))
+    mus = torch.stack([m for m, _ in history[-4:]])
+    nus = torch.maximum(torch.stack([n for _, n in history[-4:]]), mus**2)
+    mu, var = mus.mean(0), nus.mean(0) - mus.mean(0)**2
+    m = 4 * 2 * 5 * 5
+    torch.testing.assert_close(cbn.running_mean, mu, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cbn.running_var, var * m / (m - 1), rtol=1e-4, atol=1e-5)
+    # the default follows BN: the last batch's own statistics
+    net = conv_cbn(buffer_num=3)
+    net[1].momentum = 1.0
+    for step in range(3):
+        x = torch.randn(2, 3, 5, 5)
+        with torch.no_grad():
+            net(x)
+    var_t, mu_t = torch.var_mean(net[0](x), dim=(0, 2, 3))
+    torch.testing.assert_close(net[1].running_mean, mu_t, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(net[1].running_var, var_t, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize('shape', [(1, 3, 1, 1), (1, 3, 4, 4), (2, 3, 1, 1)])
 def test_batch_size_one_and_1x1_maps(shape):
     torch.manual_seed(0)
@@ -221,6 +305,10 @@ def test_bad_arguments_raise():
         CBN(8, burnin_iters=-2)
     with pytest.raises(ValueError, match='grad_sample_stride'):
         CBN(8, grad_sample_stride=0)
+    with pytest.raises(ValueError, match='eval_stats'):
+        CBN(8, eval_stats='pooled')
+    with pytest.raises(ValueError, match='differentiable_compensation'):
+        CBN(8, differentiable_compensation='yes')
     with pytest.raises(ValueError, match='4D'):
         CBN(8).train()(torch.randn(2, 8))
     with pytest.raises(ValueError, match='output channels'):
@@ -241,10 +329,12 @@ def train_steps(net, opt, batches):
     return outs
 
 
-def test_save_load_resume_is_exact():
+@pytest.mark.parametrize('options', [
+    dict(), dict(differentiable_compensation=True, eval_stats='window')])
+def test_save_load_resume_is_exact(options):
     torch.manual_seed(0)
     batches = [torch.randn(2, 3, 6, 6) for _ in range(7)]
-    net = conv_cbn(buffer_num=3)
+    net = conv_cbn(buffer_num=3, **options)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     train_steps(net, opt, batches[:5])  # 5 steps: the sampling grid is mid-cycle (phase 1)
     assert net[1].grid_phase == 1
@@ -252,7 +342,8 @@ def test_save_load_resume_is_exact():
     torch.save(dict(model=net.state_dict(), opt=opt.state_dict()), buf)
     uninterrupted = train_steps(net, opt, batches[5:])
 
-    resumed = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), CBN(8, buffer_num=3))
+    resumed = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False),
+                            CBN(8, buffer_num=3, **options))
     assert resumed[1].win_dnu.numel() == 0  # shapes come from the checkpoint
     buf.seek(0)
     ckpt = torch.load(buf)
@@ -263,6 +354,8 @@ def test_save_load_resume_is_exact():
     assert resumed[1].grid_phase == 1  # re-read from iter_count on load
     continued = train_steps(resumed, opt2, batches[5:])
     for a, b in zip(uninterrupted, continued):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(net.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not any('conv' in k for k in resumed[1].state_dict())
 

@@ -163,14 +163,15 @@ def test_losses_compile_without_graph_breaks(name):
 
 # ---------------------------------------------------------------------------------------- CBN
 def linked_cbn(groups: int = 1, grad_sample_stride: int = 2, buffer_num: int = 3,
-               burnin_iters: int = 2, dtype=torch.float32, device='cpu') -> nn.Sequential:
+               burnin_iters: int = 2, dtype=torch.float32, device='cpu',
+               **options) -> nn.Sequential:
     """conv (stride 2) -> CBN on ``device``, linked by tracing there (as ``CBNHook`` does)."""
     torch.manual_seed(0)
     with torch.device(device):  # made there: FakeTensorMode cannot move modules (swap_tensors)
         net = nn.Sequential(
             nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=groups),
             CBN(8, buffer_num=buffer_num, burnin_iters=burnin_iters,
-                grad_sample_stride=grad_sample_stride))
+                grad_sample_stride=grad_sample_stride, **options))
     if dtype != torch.float32:
         net.to(dtype)
     report = link_cbn_layers(
@@ -208,9 +209,14 @@ def cbn_steps(net, device, steps: int = 7, backward: bool = True, seed: int = 1,
     return outs, grads
 
 
-@pytest.mark.parametrize('groups,stride', [(1, 2), (2, 1), (1, 1)])
-def test_cbn_on_meta_forward_backward_with_full_window(groups, stride):
-    net = linked_cbn(groups, stride).to('meta')
+#: CBN's options beyond the paper, checked like the default
+BEYOND_PAPER = dict(differentiable_compensation=True, eval_stats='window')
+
+
+@pytest.mark.parametrize('groups,stride,options', [(1, 2, {}), (2, 1, {}), (1, 1, {}),
+                                                   (2, 2, BEYOND_PAPER)])
+def test_cbn_on_meta_forward_backward_with_full_window(groups, stride, options):
+    net = linked_cbn(groups, stride, **options).to('meta')
     outs, grads = cbn_steps(net, 'meta')
     cbn = net[1]
     assert cbn.conv is net[0] and outs[-1].device.type == 'meta'
@@ -227,11 +233,12 @@ def test_cbn_on_fake_cuda_forward_with_full_window():
         assert outs[-1].device.type == 'cuda'
 
 
-@pytest.mark.parametrize('groups,stride', [(1, 2), (2, 2), (1, 1)])
-def test_cbn_training_reads_no_value_on_the_host(groups, stride):
-    reference_net = linked_cbn(groups, stride)
+@pytest.mark.parametrize('groups,stride,options', [(1, 2, {}), (2, 2, {}), (1, 1, {}),
+                                                   (2, 2, BEYOND_PAPER)])
+def test_cbn_training_reads_no_value_on_the_host(groups, stride, options):
+    reference_net = linked_cbn(groups, stride, **options)
     ref_outs, ref_grads = cbn_steps(reference_net, 'cpu')
-    net = linked_cbn(groups, stride)
+    net = linked_cbn(groups, stride, **options)
     with NoHostReads():
         outs, grads = cbn_steps(net, 'cpu')
     assert bool(net[1].compensating) and int(net[1].win_pos) == 7  # recording from step -1

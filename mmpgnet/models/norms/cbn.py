@@ -32,7 +32,11 @@ the weights need not be stored.
 
 The compensated entries and the current one are averaged after clamping ``nu >= mu^2`` per entry
 (Eq. 11 of the paper); the variance is ``mean(nu) - mean(mu)^2``. Gradients flow through the
-current iteration's statistics only. Everything CBN needs to continue a run lives in buffers, so a
+current iteration's statistics only, as in the paper and the authors' code, although the
+compensated past statistics depend on the current weights; ``differentiable_compensation=True``
+adds that dependence (the stored statistics and derivatives stay constants), and
+``eval_stats='window'`` makes the running statistics average the pooled statistics that training
+normalised with. Both are beyond the paper; ``docs/cbn.md`` says why and what they measure. Everything CBN needs to continue a run lives in buffers, so a
 checkpoint resumes exactly; the link to the conv (see :func:`link_cbn_layers` and ``CBNHook``) is
 a weak reference that is re-made when a run starts.
 
@@ -64,6 +68,8 @@ from mmpgnet.registry import register_norm_layer
 #: Window buffers whose shape depends on the linked conv (allocated at link or load time).
 _CONV_SHAPED_BUFFERS = ('win_dmu', 'win_dnu')
 #: Buffers that a checkpoint of a plain BN lacks; missing ones mean "fresh window".
+#: What the running statistics average (see :class:`CBN`'s ``eval_stats``).
+EVAL_STATS = ('batch', 'window')
 _CBN_BUFFERS = ('iter_count', 'win_pos', 'win_valid', 'win_mu', 'win_nu', 'win_dmu_w',
                 'win_dnu_w', 'win_bias') + _CONV_SHAPED_BUFFERS
 
@@ -136,38 +142,85 @@ class _CrossIterationBN(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 past_mu: Tensor, past_nu: Tensor, past_valid: Tensor,
-                eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+                eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         mu_t, var_t = _batch_stats(x.detach())
         valid = torch.cat([past_valid.new_ones(1), past_valid])[:, None]
         mus = torch.where(valid, torch.cat([mu_t[None], past_mu.to(mu_t.dtype)]), 0)
-        nus = torch.cat([(var_t + mu_t * mu_t)[None], past_nu.to(mu_t.dtype)])
-        nus = torch.where(valid, torch.maximum(nus, mus * mus), 0)
+        raw_nus = torch.cat([(var_t + mu_t * mu_t)[None], past_nu.to(mu_t.dtype)])
+        nus = torch.where(valid, torch.maximum(raw_nus, mus * mus), 0)
         n = valid.sum(0).to(mu_t.dtype)  # (1,): 1 + number of valid past entries
         mu = mus.sum(0) / n
         var = (nus.sum(0) / n - mu * mu).clamp_min(0)
         out = F.batch_norm(x, mu, var, _as(weight, mu), _as(bias, mu), False, 0.0, eps)
-        ctx.save_for_backward(x, weight, mu, torch.rsqrt(var + eps), n)
+        # which past second moments were raised to mu^2 (their gradient goes to the mean)
+        clamped = valid[1:] & (raw_nus[1:] < mus[1:] * mus[1:])
+        ctx.save_for_backward(x, weight, mu, torch.rsqrt(var + eps), n, valid[1:], clamped,
+                              mus[1:])
         ctx.eps = eps
-        ctx.mark_non_differentiable(mu_t, var_t)
-        return out, mu_t, var_t
+        ctx.mark_non_differentiable(mu_t, var_t, mu, var)
+        return out, mu_t, var_t, mu, var
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:
-        x, weight, mu, invstd, n = ctx.saved_tensors
+        x, weight, mu, invstd, n, past_valid, clamped, past_mu = ctx.saved_tensors
         scale = torch.ones_like(mu) if weight is None else weight.to(mu.dtype)
-        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
-                ctx.needs_input_grad[2]]
+        past_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        mask = [ctx.needs_input_grad[0],
+                (weight is not None and ctx.needs_input_grad[1]) or past_grads,
+                ctx.needs_input_grad[2] or past_grads]
         grad_out = grad_out.contiguous()
         dx, dw, db = torch.ops.aten.native_batch_norm_backward(
             grad_out, x, scale / n, None, None, mu, invstd, True, ctx.eps, mask)
+        d_past_mu = d_past_nu = None
+        if past_grads:  # dw = sum(g * x_hat), db = sum(g), whatever the weight passed
+            d_past_mu, d_past_nu = _past_stat_grads(dw, db, scale, mu, invstd, n, past_valid,
+                                                    clamped, past_mu)
         if dx is not None:
             coef = (scale * invstd * (1 - 1 / n)).to(dx.dtype)
             dx = dx.addcmul_(grad_out.to(dx.dtype), coef.view(1, -1, 1, 1))
-        if dw is not None:
-            dw = dw.to(weight.dtype)
-        if db is not None:
+        dw = dw.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        if db is not None and ctx.needs_input_grad[2]:
             db = db.to(weight.dtype if weight is not None else mu.dtype)
-        return dx, dw, db, None, None, None, None
+        else:
+            db = None
+        return dx, dw, db, d_past_mu, d_past_nu, None, None
+
+
+def _past_stat_grads(sum_g_xhat: Tensor, sum_g: Tensor, scale: Tensor, mu: Tensor,
+                     invstd: Tensor, n: Tensor, past_valid: Tensor, clamped: Tensor,
+                     past_mu: Tensor) -> Tuple[Tensor, Tensor]:
+    """Gradients of the loss with respect to the past means and second moments (k, C).
+
+    With ``out = (x - mu) * invstd * w + b``, ``mu`` the mean of the ``n`` pooled means and
+    ``var`` the mean of the pooled second moments minus ``mu**2``::
+
+        dL/dvar = -w * invstd**2 * sum(g * x_hat) / 2,   dL/dmu = -w * invstd * sum(g)
+        dL/dmu_i = (dL/dmu - 2 mu dL/dvar) / n,          dL/dnu_i = dL/dvar / n
+
+    for a valid past entry ``i``; an entry whose second moment was raised to ``mu_i**2`` sends
+    ``2 mu_i dL/dvar / n`` to its mean instead.
+
+    Args:
+        sum_g_xhat (Tensor): ``sum(g * x_hat)`` per channel (C,).
+        sum_g (Tensor): ``sum(g)`` per channel (C,).
+        scale (Tensor): the affine weight (ones without one), (C,).
+        mu (Tensor): the pooled mean (C,).
+        invstd (Tensor): ``1 / sqrt(var + eps)`` of the pooled variance (C,).
+        n (Tensor): number of pooled entries, (1,).
+        past_valid (Tensor): which past entries were pooled, (k, 1).
+        clamped (Tensor): which of them had ``nu_i < mu_i**2``, (k, C).
+        past_mu (Tensor): their means (k, C).
+
+    Returns:
+        tuple[Tensor, Tensor]: gradients for the past means and second moments.
+    """
+    d_var = -0.5 * scale * invstd * invstd * sum_g_xhat.to(mu.dtype) / n
+    d_mu = (-scale * invstd * sum_g.to(mu.dtype)) / n - 2 * mu * d_var
+    zero = d_var.new_zeros(())
+    d_past_nu = torch.where(past_valid & ~clamped, d_var, zero)
+    d_past_mu = torch.where(past_valid, d_mu, zero) + torch.where(clamped, 2 * past_mu * d_var,
+                                                                    zero)
+    return d_past_mu, d_past_nu
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -205,6 +258,18 @@ class CBN(_BatchNorm):
             with the iterations), ``grad_sample_stride**2`` times cheaper; 1 computes it
             exactly. Maps smaller than the stride in a direction use every position. Defaults
             to 2.
+        differentiable_compensation (bool): let the loss's gradient flow through the
+            compensation into the current conv weight and bias (the stored statistics and
+            their derivatives stay constants). ``False`` is the paper's and the authors'
+            backward, which treats the compensated past statistics as constants although
+            they depend on the current weights (the compensated mean is exactly
+            ``W_t . E[P_old]`` for a bias-free conv). See "Beyond the paper" in
+            ``docs/cbn.md``. Defaults to False.
+        eval_stats (str): what the running statistics (used in eval mode) average: ``'batch'``
+            the current batch's statistics, as BN and the paper; ``'window'`` the pooled
+            statistics that training normalised with (the current batch and the valid past
+            entries), which at batch 2 estimate the population far better than an average
+            of 2-image batch statistics. Defaults to ``'batch'``.
         device (torch.device, optional): device of parameters and buffers.
         dtype (torch.dtype, optional): dtype of parameters and running statistics.
     """
@@ -220,6 +285,8 @@ class CBN(_BatchNorm):
                  buffer_num: int = 3,
                  burnin_iters: int = 0,
                  grad_sample_stride: int = 2,
+                 differentiable_compensation: bool = False,
+                 eval_stats: str = 'batch',
                  device: Optional[torch.device] = None,
                  dtype: Optional[torch.dtype] = None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
@@ -229,7 +296,14 @@ class CBN(_BatchNorm):
             raise ValueError(f'burnin_iters must be an int >= 0, got {burnin_iters!r}')
         if not isinstance(grad_sample_stride, int) or grad_sample_stride < 1:
             raise ValueError(f'grad_sample_stride must be an int >= 1, got {grad_sample_stride!r}')
+        if not isinstance(differentiable_compensation, bool):
+            raise ValueError('differentiable_compensation must be a bool, got '
+                             f'{differentiable_compensation!r}')
+        if eval_stats not in EVAL_STATS:
+            raise ValueError(f'eval_stats must be one of {EVAL_STATS}, got {eval_stats!r}')
         self.buffer_num = buffer_num
+        self.differentiable_compensation = differentiable_compensation
+        self.eval_stats = eval_stats
         self.burnin_iters = burnin_iters
         self.grad_sample_stride = grad_sample_stride
         k, c = buffer_num, num_features
@@ -369,7 +443,9 @@ class CBN(_BatchNorm):
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, buffer_num={self.buffer_num}, '
-                f'burnin_iters={self.burnin_iters}, grad_sample_stride={self.grad_sample_stride}')
+                f'burnin_iters={self.burnin_iters}, grad_sample_stride={self.grad_sample_stride}, '
+                f'differentiable_compensation={self.differentiable_compensation}, '
+                f'eval_stats={self.eval_stats!r}')
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalise ``x`` (N, C, H, W).
@@ -399,12 +475,16 @@ class CBN(_BatchNorm):
         step = self.iter_count
         record = step >= self.burnin_iters - self.buffer_num
         valid = self.win_valid & (step >= self.burnin_iters)
-        with torch.no_grad():
-            past_mu, past_nu = self._compensated_window(conv)
-        out, mu_t, var_t = _CrossIterationBN.apply(x, self.weight, self.bias, past_mu, past_nu,
-                                                   valid, self.eps)
+        differentiable = self.differentiable_compensation and torch.is_grad_enabled()
+        with torch.set_grad_enabled(differentiable):
+            past_mu, past_nu = self._compensated_window(conv, detach=not differentiable)
+        out, mu_t, var_t, mu, var = _CrossIterationBN.apply(
+            x, self.weight, self.bias, past_mu, past_nu, valid, self.eps)
         self._compensating.copy_(valid.any())
-        self._update_running_stats(mu_t, var_t, x)
+        if self.eval_stats == 'window':  # the pooled statistics, over n batches' positions
+            self._update_running_stats(mu, var, x, batches=1 + valid.sum())
+        else:
+            self._update_running_stats(mu_t, var_t, x)
         with torch.no_grad():
             self._record(conv, conv_io[0], x, mu_t, var_t + mu_t * mu_t, record)
         self.iter_count.add_(1)
@@ -428,30 +508,49 @@ class CBN(_BatchNorm):
             shift = shift + self.bias
         return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
 
-    def _update_running_stats(self, mu: Tensor, var: Tensor, x: Tensor) -> None:
-        """Update running statistics with the current batch, as BN does (unbiased variance)."""
+    def _update_running_stats(self, mu: Tensor, var: Tensor, x: Tensor,
+                              batches: Optional[Tensor] = None) -> None:
+        """Update running statistics as BN does (with the unbiased variance).
+
+        Args:
+            mu (Tensor): the mean to average in (C,).
+            var (Tensor): the biased variance to average in (C,).
+            x (Tensor): the current input (its size gives the number of values per channel).
+            batches (Tensor, optional): how many batches of ``x``'s size ``mu``/``var`` pool
+                (a device tensor); ``None`` for one.
+        """
         if not self.track_running_stats:
             return
         m = x.shape[0] * x.shape[2] * x.shape[3]
+        if batches is not None:
+            m = batches.to(var.dtype) * m
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative average, without reading the counter
                 factor = self.num_batches_tracked.reciprocal().to(self.running_mean.dtype)
             else:
                 factor = self.momentum
-            unbiased = var * (m / max(m - 1, 1))
+            unbiased = var * (m / (m - 1).clamp_min(1) if batches is not None else m / max(m - 1, 1))
             self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
 
-    def _conv_params(self, conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
-        """Current weight (C, D) and bias (C,) of the conv, detached, in the window's dtype."""
+    def _conv_params(self, conv: nn.Conv2d, detach: bool = True) -> Tuple[Tensor, Tensor]:
+        """Current weight (C, D) and bias (C,) of the conv in the window's dtype.
+
+        Args:
+            conv (nn.Conv2d): the linked conv.
+            detach (bool): cut them from the autograd graph. Defaults to True.
+
+        Returns:
+            tuple[Tensor, Tensor]: the weight and the bias (zeros without one).
+        """
         dtype = self.win_mu.dtype
-        weight = conv.weight.detach().to(dtype).reshape(self.num_features, -1)
-        if conv.bias is None:
-            bias = weight.new_zeros(self.num_features)
-        else:
-            bias = conv.bias.detach().to(dtype)
-        return weight, bias
+        weight, bias = conv.weight, conv.bias
+        if detach:
+            weight = weight.detach()
+            bias = None if bias is None else bias.detach()
+        weight = weight.to(dtype).reshape(self.num_features, -1)
+        return weight, (weight.new_zeros(self.num_features) if bias is None else bias.to(dtype))
 
     def _dot_mean_patch(self, dmu: Tensor, weight: Tensor) -> Tensor:
         """Per-channel ``dmu[group(c)] . W_c`` for ``dmu`` of shape (K, G, D) -> (K, C).
@@ -463,7 +562,7 @@ class CBN(_BatchNorm):
         w = weight.view(1, groups, self.num_features // groups, dim)
         return (w * dmu[:, :, None, :]).sum(-1).reshape(k, self.num_features)
 
-    def _compensated_window(self, conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
+    def _compensated_window(self, conv: nn.Conv2d, detach: bool = True) -> Tuple[Tensor, Tensor]:
         """Statistics of every window slot, moved to the conv's current weights.
 
         Slots not (yet) filled hold stale or zero values: ``win_valid`` says which ones count
@@ -471,15 +570,19 @@ class CBN(_BatchNorm):
 
         Args:
             conv (nn.Conv2d): the linked conv.
+            detach (bool): constants (the paper); ``False`` keeps them differentiable in the
+                conv's current weight and bias. Defaults to True.
 
         Returns:
             tuple[Tensor, Tensor]: compensated means and second moments, each (k, C).
         """
-        weight, bias = self._conv_params(conv)
+        weight, bias = self._conv_params(conv, detach)
+        win_dmu, win_dnu, win_mu = self.win_dmu, self.win_dnu, self.win_mu
+        if not detach:  # autograd keeps them for the backward; _record overwrites a slot
+            win_dmu, win_dnu, win_mu = win_dmu.clone(), win_dnu.clone(), win_mu.clone()
         d_bias = bias[None] - self.win_bias
-        mu = (self.win_mu + self._dot_mean_patch(self.win_dmu, weight) - self.win_dmu_w + d_bias)
-        nu = (self.win_nu + _dot(self.win_dnu, weight) - self.win_dnu_w
-              + 2 * self.win_mu * d_bias)
+        mu = self.win_mu + self._dot_mean_patch(win_dmu, weight) - self.win_dmu_w + d_bias
+        nu = self.win_nu + _dot(win_dnu, weight) - self.win_dnu_w + 2 * win_mu * d_bias
         return mu, nu
 
     def _stat_grads(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
