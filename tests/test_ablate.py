@@ -110,6 +110,30 @@ def test_summary_rows_and_table(spec):
                         '0 (missing 1, 2) |')
 
 
+def test_table_cost_columns_and_model_complexity(spec):
+    rows = ablate.summarize_values(dict(base={0: 0.5, 1: 0.7}, no_guidance={0: 0.6, 1: 0.7}),
+                                   'base', [0, 1])
+    rows[0].update(params_m=3.1234, gflops=0.4567, step_s=0.25)
+    rows[1].update(params_m=2.9, gflops=0.45, step_s=None)
+    lines = ablate.markdown_table(rows, spec).splitlines()
+    assert lines[0].endswith('| params (M) | GFLOPs | s/iter | seeds |')
+    assert lines[2].endswith('| 3.12 | 0.457 | 0.250 | 0, 1 |')
+    assert lines[3].endswith('| 2.90 | 0.450 | n/a | 0, 1 |')
+    assert 'test-time forward of one input' in lines[-1]
+    # without costs the table has no cost columns
+    assert 'GFLOPs' not in ablate.markdown_table(ablate.summarize_values(
+        dict(base={0: 0.5}), 'base', [0]), spec)
+    # FLOPs of the demo model: test-time, so no guidance heads; convs scale with the area
+    demo = ablate.spec_from_dict(raw_spec(DEMO, spec.work_root), 'demo_spec.py')
+    cfg = ablate.variant_config(demo, 'base')
+    small, large = (ablate.model_complexity(cfg, (3, h, w)) for h, w in ((64, 48), (128, 96)))
+    assert small['params_m'] == large['params_m']
+    assert 3.5 * small['gflops'] < large['gflops'] < 4.05 * small['gflops']  # (3.79x)
+    no_guidance = ablate.model_complexity(ablate.variant_config(demo, 'no_guidance'), (3, 64, 48))
+    assert no_guidance['gflops'] == pytest.approx(small['gflops'], rel=1e-9)
+    assert no_guidance['params_m'] < small['params_m']  # the guidance heads' parameters
+
+
 # ----------------------------------------------------------------------------- spec
 @pytest.mark.parametrize('change, message', [
     (dict(baseline='nope'), "baseline 'nope' is not a variant"),
@@ -128,6 +152,7 @@ def test_summary_rows_and_table(spec):
     (dict(variants={}), 'variants must be a non-empty dict'),
     (dict(schedule=dict(max_iters=3)), "schedule has unknown keys ['max_iters']"),
     (dict(schedule=dict(max_epochs=0)), 'schedule.max_epochs must be an integer >= 1'),
+    (dict(complexity_input=[128, 96]), 'complexity_input must be (channels, height, width)'),
 ])
 def test_spec_errors_name_the_problem(tiny_config, tmp_path, change, message):
     with pytest.raises(ablate.SpecError, match='^spec s.py: ' + re.escape(message)):
@@ -215,10 +240,16 @@ def test_read_final_metrics(tmp_path):
         ablate.read_final_metrics(work, 'coco/AP')
     _write_scalars(work, '20240101_000000', [dict(loss=9.0, step=1), {'coco/AP': 0.9, 'step': 1}])
     _write_scalars(work, '20240102_000000', [
-        dict(loss=0.5, step=1), {'coco/AP': 0.4, 'coco/AR': 0.5, 'time': 1.0, 'step': 1},
-        dict(loss=0.3, step=2), {'coco/AP': 0.35, 'coco/AR': 0.45, 'data_time': 1.0, 'step': 2}])
+        dict(loss=0.5, time=9.0, step=1), {'coco/AP': 0.4, 'coco/AR': 0.5, 'time': 1.0, 'step': 1},
+        dict(loss=0.4, time=0.2, step=2), dict(loss=0.35, time=0.4, step=3),
+        dict(loss=0.3, time=0.3, step=4),
+        {'coco/AP': 0.35, 'coco/AR': 0.45, 'data_time': 1.0, 'step': 2}])
     final = ablate.read_final_metrics(work, 'coco/AP')  # the newest run only
-    assert final == dict(metrics={'coco/AP': 0.35, 'coco/AR': 0.45}, best=0.4, train_loss=0.3)
+    # step time: the median of the training records' times after the first (warm-up) one
+    assert final == dict(metrics={'coco/AP': 0.35, 'coco/AR': 0.45}, best=0.4, train_loss=0.3,
+                         step_s=0.3)
+    assert ablate.median_step_time([dict(loss=1.0, time=2.0)]) == 2.0
+    assert ablate.median_step_time([{'coco/AP': 0.1, 'time': 2.0}]) is None
     with pytest.raises(KeyError, match=r"'coco/mAP' not in .* \(keys: \['coco/AP', 'coco/AR'"):
         ablate.read_final_metrics(work, 'coco/mAP')
 

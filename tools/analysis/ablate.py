@@ -34,6 +34,7 @@ import os
 import os.path as osp
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ sys.path.insert(0, REPO_ROOT)  # mmpgnet.utils.launch resolves mmpose:: / mmdet:
 REQUIRED_KEYS = ('base_config', 'variants', 'baseline', 'seeds')
 OPTIONAL_KEYS = dict(
     metric='coco/AP', cfg_options=None, schedule=None, synthetic_data=None, work_root=None,
-    amp=False, deterministic=False)
+    amp=False, deterministic=False, complexity_input=None)
 VARIANT_KEYS = ('config', 'cfg_options')
 SCHEDULE_KEYS = ('max_epochs', 'val_interval')
 #: characters of a variant name (it names a folder)
@@ -90,6 +91,7 @@ class Spec:
     work_root: str = ''
     amp: bool = False
     deterministic: bool = False
+    complexity_input: Optional[Tuple[int, int, int]] = None
 
 
 @dataclass
@@ -192,6 +194,10 @@ def spec_from_dict(raw: dict, path: str) -> Spec:
            'metric must be a metric key such as coco/AP')
     _check(opts['synthetic_data'] is None or isinstance(opts['synthetic_data'], str), path,
            'synthetic_data must be the folder of a synthetic dataset')
+    shape = opts['complexity_input']
+    _check(shape is None or (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(
+        isinstance(v, int) and v > 0 for v in shape)), path,
+        f'complexity_input must be (channels, height, width) of one input, got {shape!r}')
     work_root = opts['work_root'] or osp.join(
         'work_dirs', 'ablations', osp.splitext(osp.basename(path))[0])
     return Spec(
@@ -199,7 +205,8 @@ def spec_from_dict(raw: dict, path: str) -> Spec:
         seeds=_parse_seeds(raw['seeds'], path), metric=opts['metric'],
         cfg_options=_check_options(opts['cfg_options'], path, 'cfg_options'),
         schedule=_parse_schedule(opts['schedule'], path), synthetic_data=opts['synthetic_data'],
-        work_root=work_root, amp=bool(opts['amp']), deterministic=bool(opts['deterministic']))
+        work_root=work_root, amp=bool(opts['amp']), deterministic=bool(opts['deterministic']),
+        complexity_input=None if shape is None else tuple(shape))
 
 
 def load_spec(path: str) -> Spec:
@@ -298,6 +305,35 @@ def variant_hash(cfg, spec: Spec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def model_complexity(cfg, input_shape: Sequence[int]) -> dict:
+    """Parameters and FLOPs of a config's model.
+
+    The model is built in its config's default scope and run once in eval mode on one random
+    input (``mode='tensor'``: the test-time network, without training-only parts such as
+    guidance heads); FLOPs are MMEngine's ``get_model_complexity_info`` count (one multiply-add
+    is one FLOP). Parameters count every parameter of the model (training-only ones too).
+
+    Args:
+        cfg (Config): the merged config.
+        input_shape (Sequence[int]): (channels, height, width) of one input.
+
+    Returns:
+        dict: ``params_m`` (millions) and ``gflops``.
+    """
+    import torch
+    from mmengine.analysis import get_model_complexity_info
+    from mmengine.registry import MODELS, DefaultScope
+    import mmpgnet  # noqa: F401  (registers the project's modules)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpose')):
+        model = MODELS.build(copy.deepcopy(cfg.model))
+    model.eval()
+    with torch.no_grad():
+        info = get_model_complexity_info(model, inputs=(torch.randn(1, *input_shape), None),
+                                         show_table=False, show_arch=False)
+    return dict(params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+                gflops=info['flops'] / 1e9)
+
+
 def prepare_jobs(spec: Spec, write: bool = True) -> List[Job]:
     """Merge every variant's config (dumped to ``<work_root>/<variant>/config.py``) and list runs.
 
@@ -378,7 +414,35 @@ def read_final_metrics(work_dir: str, metric: str) -> dict:
     last = {k: v for k, v in vals[-1].items() if k not in ('step', 'time', 'data_time')}
     losses = [r['loss'] for r in records if 'loss' in r]
     return dict(metrics=last, best=max(r[metric] for r in vals),
-                train_loss=losses[-1] if losses else None)
+                train_loss=losses[-1] if losses else None, step_s=median_step_time(records))
+
+
+def median_step_time(records: Sequence[dict]) -> Optional[float]:
+    """Median seconds per training iteration over a run's logged training records.
+
+    MMEngine logs ``time`` (seconds per iteration, data loading included, averaged over the
+    logging interval) with every training record; the first record (warm-up) is left out when
+    there are others.
+
+    Args:
+        records (Sequence[dict]): the lines of ``scalars.json``.
+
+    Returns:
+        float, optional: the median, ``None`` when no training record has a time.
+    """
+    times = [r['time'] for r in records if 'loss' in r and 'time' in r]
+    if len(times) > 1:
+        times = times[1:]
+    return statistics.median(times) if times else None
+
+
+def _logged_step_time(work_dir: str) -> Optional[float]:
+    """:func:`median_step_time` of the newest ``scalars.json`` under ``work_dir`` (or ``None``)."""
+    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    if not files:
+        return None
+    with open(files[-1]) as f:
+        return median_step_time([json.loads(line) for line in f if line.strip()])
 
 
 def git_commit() -> str:
@@ -591,28 +655,57 @@ def summarize(spec: Spec, jobs: Sequence[Job], records: Sequence[dict]) -> List[
         list[dict]: one row per variant in the spec's order, with ``variant``, ``values``
         (seed -> value), ``n``, ``mean``, ``std``, ``diffs`` (seed -> difference),
         ``diff_mean``, ``diff_half`` (95 % CI half-width), ``ci_half`` (of the mean),
-        ``missing`` (spec seeds without a result) and ``failed`` (seeds whose latest attempt
-        failed).
+        ``missing`` (spec seeds without a result), ``failed`` (seeds whose latest attempt
+        failed) and ``step_s`` (mean over the seeds of the median seconds per iteration, or
+        ``None``).
     """
     hashes = {j.variant: j.variant_hash for j in jobs}
     latest = {}
     for r in records:
         if r.get('variant') in hashes and r.get('variant_hash') == hashes[r['variant']]:
             latest[(r['variant'], r['seed'])] = r
-    rows = []
+    values, failed, step_s = {}, {}, {}
     for name in spec.variants:
         ok = {s: latest[(name, s)] for s in spec.seeds if (name, s) in latest}
-        values = {s: float(r['value']) for s, r in ok.items() if r.get('status') == 'ok'}
-        mean, ci_half = t_interval(list(values.values()))
-        rows.append(dict(variant=name, values=values, n=len(values), mean=mean,
-                         std=sample_std(list(values.values())), ci_half=ci_half,
-                         missing=[s for s in spec.seeds if s not in values],
-                         failed=[s for s, r in ok.items() if r.get('status') != 'ok']))
-    base = rows[list(spec.variants).index(spec.baseline)]['values']
+        values[name] = {s: float(r['value']) for s, r in ok.items() if r.get('status') == 'ok'}
+        failed[name] = [s for s, r in ok.items() if r.get('status') != 'ok']
+        times = [r['step_s'] for r in ok.values()
+                 if r.get('status') == 'ok' and r.get('step_s') is not None]
+        step_s[name] = sum(times) / len(times) if times else None
+    rows = summarize_values(values, spec.baseline, spec.seeds)
+    for row in rows:
+        row.update(failed=failed[row['variant']], step_s=step_s[row['variant']])
+    return rows
+
+
+def summarize_values(values: Dict[str, Dict[int, float]], baseline: str,
+                     seeds: Sequence[int]) -> List[dict]:
+    """Per variant: n, mean, std, CI of the mean and the paired difference to the baseline.
+
+    Args:
+        values (dict): variant -> (seed -> metric), in the order the rows should have.
+        baseline (str): the variant the others are paired with.
+        seeds (Sequence[int]): the seeds every variant should have.
+
+    Returns:
+        list[dict]: :func:`summarize`'s rows (``failed`` empty).
+    """
+    rows = []
+    for name, per_seed in values.items():
+        mean, ci_half = t_interval(list(per_seed.values()))
+        rows.append(dict(variant=name, values=per_seed, n=len(per_seed), mean=mean,
+                         std=sample_std(list(per_seed.values())), ci_half=ci_half,
+                         missing=[s for s in seeds if s not in per_seed], failed=[]))
+    base = values[baseline]
     for row in rows:
         row['diffs'] = paired_differences(row['values'], base)
         row['diff_mean'], row['diff_half'] = t_interval(list(row['diffs'].values()))
     return rows
+
+
+#: optional cost columns of the summary: row key, title, format
+COST_COLUMNS = (('params_m', 'params (M)', '.2f'), ('gflops', 'GFLOPs', '.3f'),
+                ('step_s', 's/iter', '.3f'))
 
 
 def _num(value: float, signed: bool = False) -> str:
@@ -631,9 +724,11 @@ def markdown_table(rows: Sequence[dict], spec: Spec) -> str:
     Returns:
         str: the markdown text.
     """
+    cost = [(key, title, fmt) for key, title, fmt in COST_COLUMNS
+            if any(row.get(key) is not None for row in rows)]
     lines = [f'| variant | n | {spec.metric} mean ± std | Δ vs {spec.baseline} (paired) | '
-             '95 % CI of Δ | CI excludes 0 | seeds |',
-             '| --- | ---: | ---: | ---: | ---: | :---: | --- |']
+             '95 % CI of Δ | CI excludes 0 | ' + ''.join(f'{t} | ' for _, t, _ in cost) + 'seeds |',
+             '| --- | ---: | ---: | ---: | ---: | :---: | ' + '---: | ' * len(cost) + '--- |']
     for row in rows:
         seeds = ', '.join(str(s) for s in row['values'])
         if row['missing']:
@@ -645,13 +740,20 @@ def markdown_table(rows: Sequence[dict], spec: Spec) -> str:
             diff = f'{_num(m, True)} (n={len(row["diffs"])})'
             ci = f'[{_num(m - h, True)}, {_num(m + h, True)}]' if math.isfinite(h) else 'n/a'
             excl = 'n/a' if not math.isfinite(h) else ('yes' if abs(m) > h else 'no')
+        costs = ''.join('n/a | ' if row.get(key) is None else f'{row[key]:{fmt}} | '
+                        for key, _, fmt in cost)
         lines.append(f'| {name} | {row["n"]} | {_num(row["mean"])} ± {_num(row["std"])} | {diff} '
-                     f'| {ci} | {excl} | {seeds} |')
+                     f'| {ci} | {excl} | {costs}{seeds} |')
     lines += ['', f'Δ = variant − {spec.baseline} on the same seed (the seeds both have). '
               '95 % CI: mean Δ ± t(0.975, n−1) · sd(Δ) / √n (Student t, sample sd); n/a below 2 '
               'paired seeds. An interval that excludes 0: the variant differs from the baseline '
               'by more than seed-to-seed noise explains (5 % level, this setting only); one that '
               'includes 0: these seeds cannot tell them apart (not: they are equal).']
+    if cost:
+        lines += ['', 'params: all parameters of the model (training-only heads too); GFLOPs: '
+                  'the test-time forward of one input (one multiply-add = one FLOP); s/iter: '
+                  'median seconds per training iteration (data loading included) of each run, '
+                  'averaged over the seeds, on the machine and threads the runs had.']
     return '\n'.join(lines) + '\n'
 
 
@@ -719,7 +821,14 @@ def write_summary(spec: Spec, jobs: Sequence[Job], print_fn: Callable = print) -
         list[dict]: :func:`summarize`'s rows.
     """
     records = load_results(osp.join(spec.work_root, 'results.jsonl'))
+    for record in records:  # runs recorded before step times were: read them from their logs
+        if record.get('status') == 'ok' and 'step_s' not in record and record.get('log'):
+            record['step_s'] = _logged_step_time(osp.dirname(record['log']))
     rows = summarize(spec, jobs, records)
+    if spec.complexity_input:
+        for row in rows:
+            row.update(model_complexity(variant_config(spec, row['variant']),
+                                        spec.complexity_input))
     text = markdown_table(rows, spec)
     stale = sum(1 for r in records if r.get('status') == 'ok'
                 and r.get('variant_hash') not in {j.variant_hash for j in jobs})
