@@ -580,3 +580,30 @@ def test_benchmark_norms_tool(tmp_path):
     assert osp.getsize(tmp_path / 'benchmark_norms.png') > 1000
     table = tool.format_table(list(rows.values()))
     assert '| CBN-k3 |' in table and 'time / BN' in table
+
+
+def test_cbn_small_batch_tool_runs_seeds_resumes_and_summarises(tmp_path, monkeypatch):
+    import sys
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'analysis'))
+    import cbn_small_batch
+    out = str(tmp_path / 'study')
+    argv = ['--batch-sizes', '4', '--norms', 'BN', 'CBN', 'CBN-diff-window', '--seeds', '0', '1',
+            '--epochs', '2', '--train-size', '32', '--test-size', '32', '--out', out]
+    summary = cbn_small_batch.main(argv)
+    records = cbn_small_batch.load_records(osp.join(out, 'results.jsonl'))
+    assert len(records) == 6 and {r['norm'] for r in records} == {'BN', 'CBN', 'CBN-diff-window'}
+    by_run = {(r['norm'], r['seed']): r for r in records}
+    # seeds change the run; the CBN options change CBN's (burn-in: the first of two epochs)
+    assert by_run[('BN', 0)]['train_loss'] != by_run[('BN', 1)]['train_loss']
+    assert by_run[('CBN', 0)]['train_loss'] != by_run[('CBN-diff-window', 0)]['train_loss']
+    rows = {r['variant']: r for r in summary[4]}
+    assert rows['BN']['n'] == 2 and rows['CBN']['diffs'] == {
+        s: by_run[('CBN', s)]['test_acc'] - by_run[('BN', s)]['test_acc'] for s in (0, 1)}
+    text = open(osp.join(out, 'summary.md')).read()
+    assert '### batch 4' in text and '| CBN-diff-window | 2 |' in text
+    assert osp.getsize(osp.join(out, 'summary.png')) > 10_000
+    # a second invocation trains nothing; another epoch count is another run
+    monkeypatch.setattr(cbn_small_batch, 'train_eval', lambda *a: pytest.fail('trained again'))
+    cbn_small_batch.main(argv)
+    with pytest.raises(pytest.fail.Exception, match='trained again'):
+        cbn_small_batch.main(argv[:-2] + ['--epochs', '3', '--out', out])
