@@ -10,7 +10,7 @@ DEMO_WORK_DIR ?= work_dirs/demo
 DEMO_DATA ?= data/synthetic_coco
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast test-gpu demo data lint clean
+.PHONY: install test test-fast test-gpu demo demo-det data lint clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ data: install
 
 demo: install
 	bash tools/demo.sh $(DEMO_DATA) $(DEMO_WORK_DIR)
+
+# Table 3's small detector (Faster R-CNN, half-width ResNet-18 + FPN + GN) on the people's boxes
+demo-det: install
+	bash tools/demo_det.sh $(DEMO_DATA) work_dirs/demo_det
 
 clean:
 	rm -rf work_dirs outputs .pytest_cache

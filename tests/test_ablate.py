@@ -143,7 +143,7 @@ def test_table_cost_columns_and_model_complexity(spec):
     (dict(base_config='missing/cfg.py'), 'base_config: config file missing/cfg.py does not exist'),
     (dict(variants=dict(base=dict(config='missing/v.py'))),
      'variants.base.config: config file missing/v.py does not exist'),
-    (dict(epochs=3), "unknown keys ['epochs']"),
+    (dict(epochs=3, _helper=1), "unknown keys ['epochs']"),  # _names: the spec's helpers
     (dict(variants=dict(base=dict(cfg_option={}))),
      "variants.base has unknown keys ['cfg_option']"),
     (dict(variants=dict(base=dict(cfg_options=['a=1']))), 'variants.base.cfg_options must be a '

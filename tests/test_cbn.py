@@ -607,3 +607,14 @@ def test_cbn_small_batch_tool_runs_seeds_resumes_and_summarises(tmp_path, monkey
     cbn_small_batch.main(argv)
     with pytest.raises(pytest.fail.Exception, match='trained again'):
         cbn_small_batch.main(argv[:-2] + ['--epochs', '3', '--out', out])
+
+
+def test_eval_cbn_traces_with_torch_jit():
+    """FLOP counters and ONNX export trace the model; a linked CBN in eval mode traces as BN."""
+    net = conv_cbn(buffer_num=2)
+    for _ in range(3):
+        net(torch.randn(2, 3, 6, 6))
+    net.eval()
+    x = torch.randn(1, 3, 6, 6)
+    traced = torch.jit.trace(net, (x, ))
+    torch.testing.assert_close(traced(x), net(x))

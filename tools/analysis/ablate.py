@@ -26,9 +26,11 @@ Example::
 """
 import argparse
 import copy
+import functools
 import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import os.path as osp
@@ -180,6 +182,7 @@ def spec_from_dict(raw: dict, path: str) -> Spec:
         SpecError: for a missing or unknown key, an unknown baseline, empty or repeated seeds,
             a missing config file or a bad option dict, naming the spec and the key.
     """
+    raw = {k: v for k, v in raw.items() if not k.startswith('_')}  # the spec's own helpers
     unknown = sorted(set(raw) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     _check(not unknown, path, f'unknown keys {unknown} (known: '
            f'{sorted(REQUIRED_KEYS + tuple(OPTIONAL_KEYS))})')
@@ -311,7 +314,8 @@ def model_complexity(cfg, input_shape: Sequence[int]) -> dict:
     The model is built in its config's default scope and run once in eval mode on one random
     input (``mode='tensor'``: the test-time network, without training-only parts such as
     guidance heads); FLOPs are MMEngine's ``get_model_complexity_info`` count (one multiply-add
-    is one FLOP). Parameters count every parameter of the model (training-only ones too).
+    is one FLOP; like fvcore it skips norms, resizes and pooling, a few percent here).
+    Parameters count every parameter of the model (training-only ones too).
 
     Args:
         cfg (Config): the merged config.
@@ -322,14 +326,30 @@ def model_complexity(cfg, input_shape: Sequence[int]) -> dict:
     """
     import torch
     from mmengine.analysis import get_model_complexity_info
+    from mmengine.logging import MMLogger
     from mmengine.registry import MODELS, DefaultScope
     import mmpgnet  # noqa: F401  (registers the project's modules)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpose')):
+    scope = cfg.get('default_scope', 'mmpose')
+    with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(copy.deepcopy(cfg.model))
     model.eval()
-    with torch.no_grad():
-        info = get_model_complexity_info(model, inputs=(torch.randn(1, *input_shape), None),
-                                         show_table=False, show_arch=False)
+    samples = None  # top-down pose models need none in tensor mode
+    if scope == 'mmdet':  # detectors read the image shape from the samples
+        from mmdet.structures import DetDataSample
+        hw = tuple(input_shape[1:])
+        samples = [DetDataSample(metainfo=dict(img_shape=hw, ori_shape=hw, pad_shape=hw,
+                                               batch_input_shape=hw, scale_factor=(1.0, 1.0)))]
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # one warning per op the counter skips (norms, resizes)
+    try:
+        with torch.no_grad():
+            # the samples bound, not traced (as mmdet's get_flops tool does)
+            model.forward = functools.partial(model.forward, data_samples=samples)
+            info = get_model_complexity_info(model, inputs=(torch.randn(1, *input_shape), ),
+                                             show_table=False, show_arch=False)
+    finally:
+        logger.setLevel(level)
     return dict(params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                 gflops=info['flops'] / 1e9)
 
@@ -727,7 +747,8 @@ def markdown_table(rows: Sequence[dict], spec: Spec) -> str:
     cost = [(key, title, fmt) for key, title, fmt in COST_COLUMNS
             if any(row.get(key) is not None for row in rows)]
     lines = [f'| variant | n | {spec.metric} mean ± std | Δ vs {spec.baseline} (paired) | '
-             '95 % CI of Δ | CI excludes 0 | ' + ''.join(f'{t} | ' for _, t, _ in cost) + 'seeds |',
+             '95 % CI of Δ | CI excludes 0 | ' + ''.join(f'{t} | ' for _, t, _ in cost)
+             + 'seeds |',
              '| --- | ---: | ---: | ---: | ---: | :---: | ' + '---: | ' * len(cost) + '--- |']
     for row in rows:
         seeds = ', '.join(str(s) for s in row['values'])

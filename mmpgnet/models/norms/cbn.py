@@ -36,9 +36,10 @@ current iteration's statistics only, as in the paper and the authors' code, alth
 compensated past statistics depend on the current weights; ``differentiable_compensation=True``
 adds that dependence (the stored statistics and derivatives stay constants), and
 ``eval_stats='window'`` makes the running statistics average the pooled statistics that training
-normalised with. Both are beyond the paper; ``docs/cbn.md`` says why and what they measure. Everything CBN needs to continue a run lives in buffers, so a
-checkpoint resumes exactly; the link to the conv (see :func:`link_cbn_layers` and ``CBNHook``) is
-a weak reference that is re-made when a run starts.
+normalised with. Both are beyond the paper; ``docs/cbn.md`` says why and what they measure.
+Everything CBN needs to continue a run lives in buffers, so a checkpoint resumes exactly; the
+link to the conv (see :func:`link_cbn_layers` and ``CBNHook``) is a weak reference that is
+re-made when a run starts.
 
 GPUs and ``torch.compile``: a training forward never reads a tensor on the host. The step
 counter, the ring position and the valid slots are device buffers, and every decision that
@@ -458,7 +459,7 @@ class CBN(_BatchNorm):
         """
         self._check_input_dim(x)
         conv_io, self._conv_io = self._conv_io, None
-        self._compensating.fill_(False)
+        self._compensating.zero_()  # (fill_(False) breaks torch.jit tracing: ONNX, FLOP counting)
         if not self.training:
             return super().forward(x)
         conv = self.conv
@@ -530,7 +531,10 @@ class CBN(_BatchNorm):
                 factor = self.num_batches_tracked.reciprocal().to(self.running_mean.dtype)
             else:
                 factor = self.momentum
-            unbiased = var * (m / (m - 1).clamp_min(1) if batches is not None else m / max(m - 1, 1))
+            if batches is not None:
+                unbiased = var * (m / (m - 1).clamp_min(1))
+            else:
+                unbiased = var * (m / max(m - 1, 1))
             self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
 
