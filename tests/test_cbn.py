@@ -596,6 +596,7 @@ def test_cbn_small_batch_tool_runs_seeds_resumes_and_summarises(tmp_path, monkey
     # seeds change the run; the CBN options change CBN's (burn-in: the first of two epochs)
     assert by_run[('BN', 0)]['train_loss'] != by_run[('BN', 1)]['train_loss']
     assert by_run[('CBN', 0)]['train_loss'] != by_run[('CBN-diff-window', 0)]['train_loss']
+    assert all(0 < r['running_var_ratio'] < 10 for r in records)
     rows = {r['variant']: r for r in summary[4]}
     assert rows['BN']['n'] == 2 and rows['CBN']['diffs'] == {
         s: by_run[('CBN', s)]['test_acc'] - by_run[('BN', s)]['test_acc'] for s in (0, 1)}
@@ -618,3 +619,19 @@ def test_eval_cbn_traces_with_torch_jit():
     x = torch.randn(1, 3, 6, 6)
     traced = torch.jit.trace(net, (x, ))
     torch.testing.assert_close(traced(x), net(x))
+
+
+def test_running_var_ratio_against_hand_set_statistics():
+    import sys
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'analysis'))
+    from cbn_small_batch import running_var_ratio
+    torch.manual_seed(0)
+    images = torch.randn(300, 3, 4, 4) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1) + 1
+    bn = nn.BatchNorm2d(3).eval()
+    bn.running_var.copy_(images.var((0, 2, 3), unbiased=False))
+    assert running_var_ratio(nn.Sequential(bn), images) == pytest.approx(1.0, rel=1e-5)
+    bn.running_var.mul_(torch.tensor([0.5, 1.0, 1.5]))  # per channel 0.5, 1, 1.5: mean 1
+    bn.running_var[0] *= 0.5
+    assert running_var_ratio(nn.Sequential(bn), images) == pytest.approx(
+        (0.25 + 1.0 + 1.5) / 3, rel=1e-5)
+    assert running_var_ratio(nn.Sequential(nn.GroupNorm(1, 3)), images) is None

@@ -169,6 +169,7 @@ def train_eval(kind: str, batch_size: int, args: argparse.Namespace, seed: int,
             sched.step()
             if epoch == args.epochs - 1:
                 last_losses.append(loss.item())
+    seconds = time.perf_counter() - start
     net.eval()
     with torch.no_grad():
         test_x, test_y = data['test']
@@ -176,8 +177,50 @@ def train_eval(kind: str, batch_size: int, args: argparse.Namespace, seed: int,
     return dict(train_loss=sum(last_losses) / len(last_losses),
                 test_loss=float(F.cross_entropy(logits, test_y)),
                 test_acc=float((logits.argmax(1) == test_y).float().mean()),
-                seconds=time.perf_counter() - start,
-                buffer_num=buffer_num if kind in CBN_VARIANTS else 0)
+                seconds=seconds, buffer_num=buffer_num if kind in CBN_VARIANTS else 0,
+                running_var_ratio=running_var_ratio(net, train_x))
+
+
+def running_var_ratio(net: nn.Module, images: Tensor) -> Optional[float]:
+    """How well the eval statistics match: running variance / variance of the layer's input.
+
+    For every BN or CBN layer of the trained network (in eval mode), the per-channel variance of
+    its input over ``images`` (the training set, as the eval-mode network computes it) is the
+    population variance the running variance estimates; the ratio is averaged over channels and
+    then over layers. 1 is a perfect match; BN's running variance from small batches comes out
+    low (the within-batch variance misses the between-batch part).
+
+    Args:
+        net (nn.Module): the trained network, in eval mode.
+        images (Tensor): the training images.
+
+    Returns:
+        float, optional: the mean ratio, ``None`` for a network without running statistics.
+    """
+    layers = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d) or isinstance(m, CBN)]
+    if not layers:
+        return None
+    sums = {m: [0.0, 0.0, 0] for m in layers}
+
+    def accumulate(module: nn.Module, args: Tuple[Tensor, ...]) -> None:
+        x = args[0].double()
+        entry = sums[module]
+        entry[0] = entry[0] + x.sum((0, 2, 3))
+        entry[1] = entry[1] + (x * x).sum((0, 2, 3))
+        entry[2] += x.shape[0] * x.shape[2] * x.shape[3]
+
+    handles = [m.register_forward_pre_hook(accumulate) for m in layers]
+    with torch.no_grad():
+        for chunk in images.split(256):
+            net(chunk)
+    for handle in handles:
+        handle.remove()
+    ratios = []
+    for m, (total, squares, count) in sums.items():
+        mean = total / count
+        var = squares / count - mean * mean
+        ratios.append(float((m.running_var.double() / var.clamp_min(1e-12)).mean()))
+    return sum(ratios) / len(ratios)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -247,13 +290,16 @@ def batch_summary(args: argparse.Namespace, batch_size: int,
         runs = [results[(batch_size, kind, s)] for s in args.seeds
                 if (batch_size, kind, s) in results]
         if runs:
+            ratios = [r['running_var_ratio'] for r in runs
+                      if r.get('running_var_ratio') is not None]
+            ratio = f'{sum(ratios) / len(ratios):.3f}' if ratios else '-'
             extra.append(f'| {kind} | {int(runs[0]["buffer_num"]) or "-"} | '
                          f'{sum(r["train_loss"] for r in runs) / len(runs):.4f} | '
-                         f'{sum(r["test_loss"] for r in runs) / len(runs):.4f} | '
+                         f'{sum(r["test_loss"] for r in runs) / len(runs):.4f} | {ratio} | '
                          f'{sum(r["seconds"] for r in runs) / len(runs):.1f} |')
     text = (f'### batch {batch_size}\n\n' + ablate.markdown_table(rows, view).split('\n\nΔ')[0]
-            + '\n\n| norm | CBN window | train loss (last epoch) | test loss | s/run |\n'
-            '| --- | ---: | ---: | ---: | ---: |\n' + '\n'.join(extra) + '\n')
+            + '\n\n| norm | CBN window | train loss (last epoch) | test loss | running var / '
+            'population var | s/run |\n| --- | ---: | ---: | ---: | ---: | ---: |\n' + '\n'.join(extra) + '\n')
     return text, rows
 
 
