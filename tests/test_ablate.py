@@ -108,6 +108,9 @@ def test_summary_rows_and_table(spec):
                         '[+0.0043, +0.0244] | yes | 0, 1, 2 |')
     assert lines[4] == ('| feedback | 1 | 0.5800 ± n/a | -0.0200 (n=1) | n/a | n/a | '
                         '0 (missing 1, 2) |')
+    # the stale note counts this spec's variants only, not another spec's in the same work_root
+    other_spec = _record('simplebaseline', 0, 0.45, 'other-spec-hash')
+    assert ablate.count_stale(records + [other_spec], jobs) == 1
 
 
 def test_table_cost_columns_and_model_complexity(spec):

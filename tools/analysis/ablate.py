@@ -830,6 +830,26 @@ def plot_summary(rows: Sequence[dict], spec: Spec, out_file: str) -> None:
     plt.close(fig)
 
 
+def count_stale(records: Sequence[dict], jobs: Sequence[Job]) -> int:
+    """Count finished runs of this spec's variants made with another version of their config.
+
+    Records of variants the spec does not name (another spec sharing the ``work_root``, as
+    ``pgnet_demo_table1.py`` shares ``pgnet_demo_guidance.py``'s) are not this spec's and are
+    not counted.
+
+    Args:
+        records (Sequence[dict]): the run records of ``results.jsonl``.
+        jobs (Sequence[Job]): this spec's runs.
+
+    Returns:
+        int: the number of ``ok`` records of a variant of ``jobs`` whose hash no job has.
+    """
+    hashes = {job.variant_hash for job in jobs}
+    names = {job.variant for job in jobs}
+    return sum(1 for r in records if r.get('status') == 'ok' and r.get('variant') in names
+               and r.get('variant_hash') not in hashes)
+
+
 def write_summary(spec: Spec, jobs: Sequence[Job], print_fn: Callable = print) -> List[dict]:
     """Summarise the results file: print the table, write ``summary.md`` and ``summary.png``.
 
@@ -851,8 +871,7 @@ def write_summary(spec: Spec, jobs: Sequence[Job], print_fn: Callable = print) -
             row.update(model_complexity(variant_config(spec, row['variant']),
                                         spec.complexity_input))
     text = markdown_table(rows, spec)
-    stale = sum(1 for r in records if r.get('status') == 'ok'
-                and r.get('variant_hash') not in {j.variant_hash for j in jobs})
+    stale = count_stale(records, jobs)
     if stale:
         text += (f'\n{stale} finished run(s) of an earlier version of a variant (another hash) '
                  'are not counted.\n')

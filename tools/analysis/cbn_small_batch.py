@@ -299,7 +299,8 @@ def batch_summary(args: argparse.Namespace, batch_size: int,
                          f'{sum(r["seconds"] for r in runs) / len(runs):.1f} |')
     text = (f'### batch {batch_size}\n\n' + ablate.markdown_table(rows, view).split('\n\nΔ')[0]
             + '\n\n| norm | CBN window | train loss (last epoch) | test loss | running var / '
-            'population var | s/run |\n| --- | ---: | ---: | ---: | ---: | ---: |\n' + '\n'.join(extra) + '\n')
+            'population var | s/run |\n| --- | ---: | ---: | ---: | ---: | ---: |\n'
+            + '\n'.join(extra) + '\n')
     return text, rows
 
 

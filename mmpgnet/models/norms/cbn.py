@@ -68,9 +68,9 @@ from mmpgnet.registry import register_norm_layer
 
 #: Window buffers whose shape depends on the linked conv (allocated at link or load time).
 _CONV_SHAPED_BUFFERS = ('win_dmu', 'win_dnu')
-#: Buffers that a checkpoint of a plain BN lacks; missing ones mean "fresh window".
 #: What the running statistics average (see :class:`CBN`'s ``eval_stats``).
 EVAL_STATS = ('batch', 'window')
+#: Buffers that a checkpoint of a plain BN lacks; missing ones mean "fresh window".
 _CBN_BUFFERS = ('iter_count', 'win_pos', 'win_valid', 'win_mu', 'win_nu', 'win_dmu_w',
                 'win_dnu_w', 'win_bias') + _CONV_SHAPED_BUFFERS
 
@@ -240,8 +240,9 @@ class CBN(_BatchNorm):
 
     Until it is linked to the conv that feeds it (``CBNHook`` does this before training), during
     the first ``burnin_iters`` training forwards and with ``buffer_num=0`` it is a plain
-    ``BatchNorm2d``. In eval mode it uses the running statistics, which are always updated with
-    the current batch's statistics, as in BN.
+    ``BatchNorm2d``. In eval mode it uses the running statistics, which are updated with the
+    current batch's statistics as in BN by default (``eval_stats='batch'``), or with the pooled
+    window's (``eval_stats='window'``).
 
     Args:
         num_features (int): number of channels ``C``.
