@@ -103,7 +103,9 @@ def run_tool(args: List[str], timeout: int = 600, env: Optional[dict] = None) ->
     script = args[0]
     cmd = (['bash'] if script.endswith('.sh') else [sys.executable]) + \
         [osp.join(REPO_ROOT, 'tools', script)] + list(args[1:])
-    full_env = dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHON=sys.executable, **(env or {}))
+    # keep the caller's PYTHONPATH (where packages were installed with pip --target, say)
+    python_path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p)
+    full_env = dict(os.environ, PYTHONPATH=python_path, PYTHON=sys.executable, **(env or {}))
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
     out = proc.stdout + proc.stderr
