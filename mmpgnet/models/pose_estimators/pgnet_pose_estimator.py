@@ -10,6 +10,7 @@ from mmpose.registry import MODELS as POSE_MODELS
 from mmpose.utils.tensor_utils import to_numpy
 from torch import Tensor
 
+from mmpgnet.engine.optim_wrappers import traceable_optim_context
 from mmpgnet.models.necks.cffm import CFFM
 from mmpgnet.registry import register_model
 from .heatmap_guidance import HeatmapGuidance
@@ -279,7 +280,7 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
         Returns:
             dict[str, Tensor]: the logged variables (``loss`` and its parts).
         """
-        with optim_wrapper.optim_context(self):
+        with traceable_optim_context(optim_wrapper, self):
             data = _preprocess_eagerly(self.data_preprocessor, data, True)
             losses = self._run_forward(data, mode='loss')
         parsed_losses, log_vars = self.parse_losses(losses)
