@@ -10,6 +10,10 @@ Every comparison is measured in this run, ours and the peer on the same device, 
 * **CBN vs BN**: a training step of a ResNet-50-shaped stack of mmcv ``ConvModule`` bottlenecks
   (3-4-6-3 blocks, 64-2048 channels) with ``norm_cfg=dict(type='CBN')`` (linked to its convs,
   window full: the step compensates) against the same stack with BN.
+* **compiled PGNet vs eager PGNet** (``--only compile``, not run by default: it compiles for
+  a minute or more): the same PGNet training step with ``model.train_step`` wrapped in
+  ``torch.compile`` (what MMEngine's ``compile=True`` does) against the eager step; the notes
+  give the time of the first, compiling, step.
 * **fused CDIoU vs DIoU** and **fused GIoU vs GIoU**: forward + backward of the loss over 1e6
   box pairs, against MMDetection's ``DIoULoss`` / ``GIoULoss`` (or, where mmdet does not import,
   the same formulas written as plain autograd torch code).
@@ -73,11 +77,14 @@ class Measure:
         ms (float): median step time in milliseconds.
         peak_mib (float, optional): peak allocated device memory (None on the CPU).
         loss (float): loss of the last step (NaN shows a numerical failure).
+        first_s (float, optional): seconds of the first warm-up step (lazy initialisation,
+            compilation); None without warm-up.
     """
 
     ms: float
     peak_mib: Optional[float]
     loss: float
+    first_s: Optional[float] = None
 
 
 @dataclass
@@ -112,8 +119,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, help='timed steps, median kept (cuda 20, cpu 3)')
     parser.add_argument('--precisions', nargs='+', choices=['fp32', 'amp'],
                         help='fp32 and/or float16 AMP (cuda: both; cpu: fp32 only)')
-    parser.add_argument('--only', nargs='+', choices=['pose', 'norm', 'loss'],
-                        default=['pose', 'norm', 'loss'], help='comparisons to run')
+    parser.add_argument('--only', nargs='+', choices=['pose', 'norm', 'loss', 'compile'],
+                        default=['pose', 'norm', 'loss'],
+                        help='comparisons to run (default: pose norm loss; compile only when '
+                        'named)')
     parser.add_argument('--out', help='also write the report to this Markdown file')
     args = parser.parse_args(argv)
     for key, value in DEFAULTS[args.device].items():
@@ -153,8 +162,13 @@ def measure(step: Callable[[], Tensor], device: torch.device, warmup: int,
     """
     _release(device)  # what earlier measurements left
     loss = None
-    for _ in range(warmup):
+    first_s = None
+    for i in range(warmup):
+        start = time.perf_counter()
         loss = step()
+        if i == 0:
+            _sync(device)
+            first_s = time.perf_counter() - start
     _sync(device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
@@ -166,7 +180,7 @@ def measure(step: Callable[[], Tensor], device: torch.device, warmup: int,
         _sync(device)
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
-    return Measure(1000 * statistics.median(times), peak, float(loss.detach()))
+    return Measure(1000 * statistics.median(times), peak, float(loss.detach()), first_s)
 
 
 def _optim_wrapper(params: List[nn.Parameter], precision: str, optimizer: Callable):
@@ -235,15 +249,29 @@ def pose_batch(model: nn.Module, batch_size: int, input_size: Tuple[int, int]) -
 
 
 def measure_pose(config: str, args: argparse.Namespace, device: torch.device,
-                 precision: str) -> Measure:
-    """Train-step time and memory of one pose config (Adam, as the configs)."""
+                 precision: str, compiled: bool = False) -> Measure:
+    """Train-step time and memory of one pose config (Adam, as the configs).
+
+    Args:
+        config (str): config path or ``mmpose::`` name.
+        args (argparse.Namespace): the options (sizes, warm-up, repeats).
+        device (torch.device): the device.
+        precision (str): ``'fp32'`` or ``'amp'``.
+        compiled (bool): wrap ``model.train_step`` in ``torch.compile``, as MMEngine's
+            ``compile=True`` does.
+
+    Returns:
+        Measure: the measurement.
+    """
+    torch.manual_seed(0)
     model = build_pose_model(config, device)
     wrapper = _optim_wrapper(list(model.parameters()), precision,
                              lambda params: torch.optim.Adam(params, lr=5e-4))
     data = pose_batch(model, args.batch_size, tuple(args.input_size))
+    train_step = torch.compile(model.train_step) if compiled else model.train_step
 
     def step() -> Tensor:
-        return model.train_step(data, wrapper)['loss']
+        return train_step(data, wrapper)['loss']
 
     return measure(step, device, args.warmup, args.repeats)
 
@@ -255,6 +283,20 @@ def compare_pose(args: argparse.Namespace, device: torch.device) -> List[Row]:
                 size, measure_pose(PGNET_CONFIG, args, device, precision),
                 measure_pose(SIMPLE_BASELINE_CONFIG, args, device, precision))
             for precision in args.precisions]
+
+
+def compare_compile(args: argparse.Namespace, device: torch.device) -> List[Row]:
+    """PGNet's train step under ``torch.compile`` against the eager step, each precision."""
+    size = f'{args.input_size[0]}x{args.input_size[1]}, batch {args.batch_size}'
+    rows = []
+    for precision in args.precisions:
+        ours = measure_pose(PGNET_CONFIG, args, device, precision, compiled=True)
+        peer = measure_pose(PGNET_CONFIG, args, device, precision)
+        notes = [f'first step: compiled {ours.first_s:.1f} s, eager {peer.first_s:.1f} s'
+                 if ours.first_s is not None and peer.first_s is not None else '']
+        rows.append(Row('PGNet R50: torch.compile(train_step) vs eager', precision, size,
+                        ours, peer, notes))
+    return rows
 
 
 # --------------------------------------------------------------------------- norms
@@ -497,6 +539,12 @@ def run(args: argparse.Namespace) -> str:
             rows += compare_pose(args, device)
         else:
             skipped.append(f'skipped: PGNet vs SimpleBaseline: mmpose not importable ({reason})')
+    if 'compile' in args.only:
+        reason = package_unavailable_reason('mmpose')
+        if reason is None:
+            rows += compare_compile(args, device)
+        else:
+            skipped.append(f'skipped: compiled vs eager PGNet: mmpose not importable ({reason})')
     if 'norm' in args.only:
         rows += compare_norms(args, device)
     if 'loss' in args.only:
