@@ -521,6 +521,16 @@ def environment(device: torch.device, args: argparse.Namespace) -> str:
             f'between two device synchronisations; {memory}.')
 
 
+#: --only name -> (comparison, its name in skip messages, whether it needs mmpose), in report order
+Comparison = Callable[[argparse.Namespace, torch.device], List[Row]]
+COMPARISONS: Dict[str, Tuple[Comparison, str, bool]] = {
+    'pose': (compare_pose, 'PGNet vs SimpleBaseline', True),
+    'compile': (compare_compile, 'compiled vs eager PGNet', True),
+    'norm': (compare_norms, 'CBN vs BN', False),
+    'loss': (compare_losses, 'box losses', False),
+}
+
+
 def run(args: argparse.Namespace) -> str:
     """Measure every comparison that can run here and return the report.
 
@@ -533,22 +543,14 @@ def run(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
     rows: List[Row] = []
     skipped: List[str] = []
-    if 'pose' in args.only:
-        reason = package_unavailable_reason('mmpose')
+    for name, (compare, label, needs_mmpose) in COMPARISONS.items():
+        if name not in args.only:
+            continue
+        reason = package_unavailable_reason('mmpose') if needs_mmpose else None
         if reason is None:
-            rows += compare_pose(args, device)
+            rows += compare(args, device)
         else:
-            skipped.append(f'skipped: PGNet vs SimpleBaseline: mmpose not importable ({reason})')
-    if 'compile' in args.only:
-        reason = package_unavailable_reason('mmpose')
-        if reason is None:
-            rows += compare_compile(args, device)
-        else:
-            skipped.append(f'skipped: compiled vs eager PGNet: mmpose not importable ({reason})')
-    if 'norm' in args.only:
-        rows += compare_norms(args, device)
-    if 'loss' in args.only:
-        rows += compare_losses(args, device)
+            skipped.append(f'skipped: {label}: mmpose not importable ({reason})')
     parts = ['# mmpgnet GPU report' if device.type == 'cuda' else '# mmpgnet report (CPU)',
              environment(device, args), format_table(rows)] + skipped
     return '\n\n'.join(parts) + '\n'
