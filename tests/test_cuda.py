@@ -209,6 +209,7 @@ def test_box_losses_match_cpu(kind, precision):
 FUSION_WEIGHT_GRAD = r'grad of cascades\.\d+\.(top_down|bottom_up)\.\d+\.weight'
 FUSION_WEIGHT_GRAD_TOL = 0.25
 
+
 @pytest.mark.parametrize('precision', PRECISIONS)
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
