@@ -20,10 +20,11 @@ noise on both sides). Bounds, for every output, gradient and buffer:
   device (about 20 % with float16, 60 % with bfloat16 for CFFM's depthwise convs on the CPU),
   so the GPU is held to the accuracy the CPU reaches with the same precision.
 * One exception, measured on an H200 (torch 2.11, CUDA 13): the gradients of CFFM's fusion
-  weights (2-3 scalars per node) under CUDA autocast are 4-13x less accurate than under CPU
+  weights (2-3 scalars per node) under CUDA autocast are 5-33x less accurate than under CPU
   autocast: up to 15 % (float16) and 9 % (bfloat16) of a tenth of the module's largest
   gradient, where the CPU reaches 1.2 % / 1.6 %; the same with cuDNN off, so it is not cuDNN's
-  convolutions. The direction is kept (cosine >= 0.86 to the float32 gradient) and so is the
+  convolutions. The direction is kept (cosine >= 0.86 to the float32 gradient, >= 0.94 in 23 of
+  24 sets) and so is the
   exact scale invariance that the BN after each node gives them (no gradient along the weights).
   They are held to 25 % and to that invariance; the cause is an open finding (docs/gpu.md).
 * The box losses compute in float32 from the rounded boxes: values within 1e-5 under autocast,
