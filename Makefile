@@ -10,7 +10,7 @@ DEMO_WORK_DIR ?= work_dirs/demo
 DEMO_DATA ?= data/synthetic_coco
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast test-gpu demo demo-det data lint clean
+.PHONY: install test test-fast test-compat test-gpu demo demo-det data lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,19 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The environment MMPose 1.3 / MMDetection 3.3 users have: torch 2.1.2 + torchvision 0.16.2 + mmcv
+# 2.1.0 (a prebuilt wheel from COMPAT_MMCV_FIND_LINKS if there is one, else its sdist, about 7 min)
+# in $(COMPAT_VENV), mmpgnet built with `python -m build` and installed from the wheel; then the
+# non-slow suite against that install, get_config, mim train / mim test, and a stock MMPose config
+# with the CFFM neck (tools/install/test_compat.sh).
+COMPAT_VENV ?= .venv-compat
+COMPAT_MMCV_FIND_LINKS ?= $(wildcard ../shared/wheels/torch2.1)
+
+test-compat:
+	PYTHON=$(PYTHON) STACK=torch2.1 MMPGNET_INSTALL=wheel MMCV_FIND_LINKS="$(COMPAT_MMCV_FIND_LINKS)" \
+		bash tools/install/install.sh $(COMPAT_VENV)
+	PYTEST_ARGS="$(PYTEST_ARGS)" bash tools/install/test_compat.sh $(COMPAT_VENV)
 
 # On a CUDA machine: the CUDA tests (component part with torch + mmengine + mmcv-lite alone; the
 # model part where mmdet / mmpose import), then the GPU report, written even if a test failed.

@@ -9,9 +9,17 @@ import pytest
 from mmengine.config import Config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+#: ``make test-compat`` sets this: the suite then tests the mmpgnet installed from the built wheel
+TEST_INSTALLED = os.environ.get('MMPGNET_TEST_INSTALLED') == '1'
+if not TEST_INSTALLED:
+    sys.path.insert(0, REPO_ROOT)
 
 import mmpgnet  # noqa: E402,F401
+
+if TEST_INSTALLED and osp.dirname(osp.dirname(osp.abspath(mmpgnet.__file__))) == REPO_ROOT:
+    raise RuntimeError(f'MMPGNET_TEST_INSTALLED=1 but mmpgnet was imported from this checkout '
+                       f'({mmpgnet.__file__}), not from an installed wheel: run pytest with '
+                       '`python -P` so that the working directory is not on sys.path')
 from mmpgnet.datasets import SyntheticCocoConfig, generate_synthetic_coco  # noqa: E402
 from mmpgnet.utils.launch import resolve_config_path  # noqa: E402
 from mmpgnet.utils.synthetic_data import use_synthetic_data  # noqa: E402
@@ -103,8 +111,10 @@ def run_tool(args: List[str], timeout: int = 600, env: Optional[dict] = None) ->
     script = args[0]
     cmd = (['bash'] if script.endswith('.sh') else [sys.executable]) + \
         [osp.join(REPO_ROOT, 'tools', script)] + list(args[1:])
-    # keep the caller's PYTHONPATH (where packages were installed with pip --target, say)
-    python_path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p)
+    # keep the caller's PYTHONPATH (where packages were installed with pip --target, say); the
+    # checkout goes first unless the suite tests an installed wheel (TEST_INSTALLED)
+    first = None if TEST_INSTALLED else REPO_ROOT
+    python_path = os.pathsep.join(p for p in (first, os.environ.get('PYTHONPATH')) if p)
     full_env = dict(os.environ, PYTHONPATH=python_path, PYTHON=sys.executable, **(env or {}))
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)

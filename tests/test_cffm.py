@@ -5,6 +5,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from helpers.torch_features import needs_fake_cuda, needs_modern_dynamo
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.registry import DefaultScope
@@ -390,6 +391,7 @@ def _tiny_feats(sizes, batch=2, seed=0, device='cpu'):
     return [f.to(device) for f in _rand_levels(TINY_CHANNELS, sizes, batch=batch, seed=seed)]
 
 
+@needs_modern_dynamo
 @pytest.mark.parametrize('norm', ['GN', 'BN'])
 @pytest.mark.parametrize('grad', [False, True])
 @pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
@@ -404,6 +406,7 @@ def test_compiles_without_graph_breaks(out_mode, grad, norm):
     assert explanation.graph_count == 1
 
 
+@needs_modern_dynamo
 @pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
 def test_compiled_matches_eager(out_mode):
     """AOTAutograd (functionalised in-place fusion) gives eager's maps and gradients.
@@ -465,6 +468,7 @@ def test_meta_forward_backward(out_mode, channels_last):
         assert [tuple(o.shape) for o in neck(feats)] == [tuple(o.shape) for o in outs]
 
 
+@needs_fake_cuda
 @pytest.mark.parametrize('grad', [False, True])
 @pytest.mark.parametrize('out_mode', ['pyramid', 'single'])
 def test_fake_cuda_forward(out_mode, grad):

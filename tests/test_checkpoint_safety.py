@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers.torch_features import needs_weights_only_default
 from mmengine.logging import HistoryBuffer, MessageHub
 
 import mmpgnet  # noqa: F401  (installs the allowlist)
@@ -36,6 +37,7 @@ class _Sneaky:
         return (getattr, (HistoryBuffer, '__init__'))
 
 
+@needs_weights_only_default
 def test_other_getattr_targets_are_refused():
     buf = io.BytesIO()
     torch.save({'x': _Sneaky()}, buf)
@@ -47,6 +49,7 @@ def test_other_getattr_targets_are_refused():
         restricted_getattr(np, 'load')
 
 
+@needs_weights_only_default
 def test_arbitrary_classes_still_refused():
     buf = io.BytesIO()
     torch.save({'x': _Plain()}, buf)

@@ -18,6 +18,8 @@ import torch
 import torch._dynamo as dynamo
 from helpers.no_host_read import NoHostReads
 from helpers.pose_models import build_tiny, tiny_batch
+from helpers.torch_features import (needs_cpu_float16_autocast, needs_fake_cuda,
+                                    needs_modern_dynamo)
 from torch import nn
 from torch._dynamo.utils import counters
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -79,6 +81,7 @@ def test_losses_on_meta_forward_backward(name, call):
     assert loss.shape == ((12, ) if call[0] == 'none' else ())
 
 
+@needs_fake_cuda
 @pytest.mark.parametrize('name', list(LOSSES))
 @pytest.mark.parametrize('call', loss_calls())
 def test_losses_on_fake_cuda_forward(name, call):
@@ -114,7 +117,8 @@ def test_zero_weight_pairs_send_no_gradient_even_when_degenerate(name):
 
 
 @pytest.mark.parametrize('name', list(LOSSES))
-@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    'dtype', [torch.bfloat16, pytest.param(torch.float16, marks=needs_cpu_float16_autocast)])
 def test_losses_under_autocast_and_half_inputs(name, dtype):
     """Half-precision boxes are computed in float32 inside the fused function, under autocast
     or not: the loss equals the float32 loss of the same (rounded) boxes to float32 rounding,
@@ -144,6 +148,7 @@ def test_losses_under_autocast_and_half_inputs(name, dtype):
     assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0
 
 
+@needs_modern_dynamo
 @pytest.mark.parametrize('name', list(LOSSES))
 def test_losses_compile_without_graph_breaks(name):
     pred, target = boxes(16, 'cpu', 6, requires_grad=True), boxes(16, 'cpu', 7)
@@ -224,6 +229,7 @@ def test_cbn_on_meta_forward_backward_with_full_window(groups, stride, options):
     assert cbn.win_dnu.device.type == 'meta' and cbn.compensating.device.type == 'meta'
 
 
+@needs_fake_cuda
 def test_cbn_on_fake_cuda_forward_with_full_window():
     with FakeTensorMode():
         net = linked_cbn(device=CUDA)
@@ -255,7 +261,8 @@ def test_cbn_float64_window_and_gradients():
     assert bool(net[1].compensating)
 
 
-@pytest.mark.parametrize('dtype,tol', [(torch.bfloat16, 5e-2), (torch.float16, 1e-2)])
+@pytest.mark.parametrize('dtype,tol', [
+    (torch.bfloat16, 5e-2), pytest.param(torch.float16, 1e-2, marks=needs_cpu_float16_autocast)])
 def test_cbn_under_autocast(dtype, tol):
     """Under CPU autocast the conv computes in half precision; CBN's statistics stay float32,
     and its output matches the float32 run within the conv's rounding (bounds: 5e-2 for bf16,
@@ -271,6 +278,7 @@ def test_cbn_under_autocast(dtype, tol):
         assert (a - b).norm() < tol * b.norm(), (float((a - b).norm() / b.norm()), tol)
 
 
+@needs_cpu_float16_autocast
 def test_cbn_window_stays_finite_under_float16_autocast_at_realistic_sizes():
     """Sums over every output position overflow float16 (65504) at batch 48 and 64x48: the
     statistic gradients are computed in float32 for float16 activations."""
@@ -286,6 +294,7 @@ def test_cbn_window_stays_finite_under_float16_autocast_at_realistic_sizes():
     assert net[1].win_dnu.abs().max() > 1 and torch.isfinite(net[0].weight.grad).all()
 
 
+@needs_modern_dynamo
 def test_linked_cbn_compiles_without_graph_breaks_one_graph_per_grid_offset():
     net = linked_cbn()
     cbn_steps(net, 'cpu', steps=4)
@@ -336,6 +345,7 @@ def guidance_loss(heads, device, scale):
     return losses, levels
 
 
+@needs_fake_cuda
 def test_guidance_heads_on_meta_fake_cuda_and_without_host_reads():
     heads = guidance_heads().to('meta')
     losses, levels = guidance_loss(heads, 'meta', torch.full((), 0.5, device='meta'))
@@ -387,6 +397,7 @@ def test_pgnet_estimator_loss_on_meta_and_without_host_reads():
                for p in model.backbone.parameters())
 
 
+@needs_fake_cuda
 def test_pgnet_estimator_loss_on_fake_cuda():
     model = build_tiny()
     data = model.data_preprocessor(tiny_batch(2), True)
@@ -402,6 +413,7 @@ def test_pgnet_estimator_loss_on_fake_cuda():
     assert all(v.device.type == 'cuda' for v in losses.values())
 
 
+@needs_modern_dynamo
 def test_pgnet_train_step_breaks_only_where_meant_to():
     """Under ``torch.compile`` MMEngine's ``train_step`` of the PGNet estimator splits only at
     the eager data preprocessing, MMPose's numpy accuracy and MMEngine's ``loss.backward()``:

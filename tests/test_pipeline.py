@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from conftest import REPO_ROOT, run_tool, smoke_config
+from helpers.torch_features import needs_pipelining
 from mmengine.optim import OptimWrapper
 from test_pgs_guidance import build_tiny, tiny_batch
 
@@ -73,6 +74,7 @@ def _assert_same_params(state_a, state_b, atol=1e-5):
 
 
 # ---------------------------------------------------------------------------------- one process
+@needs_pipelining
 def test_blocks_cover_the_model_and_carry_what_later_stages_read():
     model = build_tiny()
     wrapper = PipelineGuidanceWrapper(model, num_stages=2, split_points=['backbone.layer3.0'])
@@ -93,6 +95,7 @@ def test_blocks_cover_the_model_and_carry_what_later_stages_read():
     assert set(owned) == {id(p) for p in model.parameters()}  # every parameter in one
 
 
+@needs_pipelining
 def test_local_pipeline_equals_gradient_accumulation():
     torch.set_num_threads(1)
     data = tiny_batch(BATCH)
@@ -108,6 +111,7 @@ def test_local_pipeline_equals_gradient_accumulation():
     assert wrapper.last_stats['local'] and wrapper.last_stats['bubble'] == 0.0
 
 
+@needs_pipelining
 def test_auto_split_balances_measured_time_and_reports_cut_sizes():
     model = build_tiny()
     wrapper = PipelineGuidanceWrapper(model, num_stages=2, num_microbatches=2,
@@ -129,6 +133,7 @@ def test_auto_split_balances_measured_time_and_reports_cut_sizes():
     assert balance([1, 2, 3, 4, 5, 6], 3) == [3, 5]
 
 
+@needs_pipelining
 def test_profiling_restores_buffers_and_gradients():
     model = build_tiny()
     wrapper = PipelineGuidanceWrapper(model, num_stages=2, split_points=['neck.lateral'])
@@ -139,6 +144,7 @@ def test_profiling_restores_buffers_and_gradients():
     assert all(p.grad is None for p in model.parameters())
 
 
+@needs_pipelining
 def test_bad_configurations_fail_before_training_and_say_what_to_change(tmp_path):
     model = build_tiny()
     with pytest.raises(ValueError, match="split point 'backbone.layer9.0' is not a block.*one of"):

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from helpers.emulated_cuda import (CUDA0, EmulatedCuda, EmulatedCudaMode, emulate_cuda,
                                    host_values, module_to_emulated_cuda, record_host_syncs)
 from helpers.pose_models import build_tiny, tiny_batch
+from helpers.torch_features import needs_fake_cuda, needs_pipelining
 from mmengine.optim import OptimWrapper
 
 import mmpgnet.engine.model_wrappers.pipeline_guidance_wrapper as pgw
@@ -212,6 +213,7 @@ def nccl(monkeypatch: pytest.MonkeyPatch) -> FakeNccl:
     return FakeNccl(STAGES * REPLICAS, RANK).install(monkeypatch)
 
 
+@needs_fake_cuda
 def test_emulated_cuda_computes_real_values_and_catches_cpu_mixes():
     torch.manual_seed(0)
     conv, x = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)), \
@@ -253,11 +255,13 @@ def test_collective_device_follows_the_backend(monkeypatch):
     check_model_device(torch.device('cpu'))
 
 
+@needs_pipelining
 def test_a_cpu_model_under_nccl_fails_when_the_wrapper_is_built(nccl):
     with pytest.raises(ValueError, match="'nccl' takes cuda tensors but the model is on cpu"):
         pgw.PipelineGuidanceWrapper(build_tiny(), num_stages=STAGES)
 
 
+@needs_fake_cuda
 def test_every_collective_of_a_pipeline_run_is_on_the_nccl_device(nccl, monkeypatch):
     block_ms = [float(i % 5 + 1) for i in range(40)]  # stands in for the measured times
     profiled = []

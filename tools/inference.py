@@ -19,7 +19,7 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (repo root)
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (an installed mmpgnet first)
 
 import mmpgnet  # noqa: E402,F401
 import numpy as np  # noqa: E402

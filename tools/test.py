@@ -11,7 +11,7 @@ import json
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (repo root)
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (an installed mmpgnet first)
 
 import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
 from mmpgnet.utils.launch import (add_common_args, build_runner, close_distributed,  # noqa: E402

@@ -76,8 +76,14 @@ def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Add :func:`mmengine_safe_globals` to torch's ``weights_only`` allowlist (idempotent)."""
-    torch.serialization.add_safe_globals(mmengine_safe_globals())
+    """Add :func:`mmengine_safe_globals` to torch's ``weights_only`` allowlist (idempotent).
+
+    torch < 2.4 has no allowlist (``add_safe_globals``) and loads full pickles by default, which
+    MMEngine's checkpoints need; nothing is added there.
+    """
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is not None:
+        add_safe_globals(mmengine_safe_globals())
 
 
 allow_mmengine_checkpoints()

@@ -12,6 +12,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .synthetic_data import DATALOADER_SPLITS, coco_datasets, use_synthetic_data
+from .torch_compat import COMPILE_FEATURE, COMPILE_MIN_TORCH, TorchVersionError, require_torch
 
 #: annotation files up to this size are validated before the run (larger ones load slowly)
 VALIDATE_MAX_BYTES = 100 * 2**20
@@ -76,6 +77,7 @@ def load_config(args: argparse.Namespace, mode: str = 'train') -> Config:
 
     Raises:
         FileNotFoundError: if the config file or a synthetic annotation file does not exist.
+        TorchVersionError: for ``compile`` on a torch older than ``COMPILE_MIN_TORCH``.
     """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -85,6 +87,8 @@ def load_config(args: argparse.Namespace, mode: str = 'train') -> Config:
         cfg.merge_from_dict(args.cfg_options)
     if args.synthetic_data:
         use_synthetic_data(cfg, args.synthetic_data)
+    if cfg.get('compile'):
+        require_torch(COMPILE_FEATURE, COMPILE_MIN_TORCH)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -199,7 +203,8 @@ def run_cli(main: Callable[[], object]) -> None:
     The loaders' own tracebacks from deep inside a dataset say less than the error that
     :func:`load_config` and :func:`validate_annotations` raise, which names the file and the field.
     Every ``FileNotFoundError`` and ``CocoFormatError`` becomes such a one-line exit (whichever
-    code raised it: the message names the file); any other exception keeps its traceback.
+    code raised it: the message names the file), as does a ``TorchVersionError`` (a feature the
+    installed torch lacks); any other exception keeps its traceback.
 
     Args:
         main (Callable): the tool's entry point, called without arguments.
@@ -207,5 +212,5 @@ def run_cli(main: Callable[[], object]) -> None:
     from mmpgnet.datasets import CocoFormatError
     try:
         main()
-    except (FileNotFoundError, CocoFormatError) as error:
+    except (FileNotFoundError, CocoFormatError, TorchVersionError) as error:
         sys.exit(f'error: {error}')

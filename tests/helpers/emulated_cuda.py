@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 CUDA0 = torch.device('cuda', 0)
 _CPU = torch.device('cpu')
@@ -94,7 +94,7 @@ def _check_no_cpu_tensors(func: Any, args: tuple, kwargs: dict) -> None:
     """Raise as CUDA does when a CPU tensor (not a 0-dim scalar) meets a CUDA one."""
     if func in _MIXED_DEVICE_OK:
         return
-    for t in tree_leaves((args, kwargs)):
+    for t in tree_flatten((args, kwargs))[0]:
         if isinstance(t, Tensor) and not isinstance(t, EmulatedCuda) and \
                 t.device.type == 'cpu' and t.dim() > 0:
             raise RuntimeError('Expected all tensors to be on the same device, but found at '
@@ -171,7 +171,7 @@ class EmulatedCuda(Tensor):
                 _note_sync('h2d')
         if func in _INDEX_OPS and any(
                 isinstance(t, Tensor) and not isinstance(t, EmulatedCuda) and t.dim() > 0
-                for t in tree_leaves(args[1:])):
+                for t in tree_flatten(args[1:])[0]):
             _note_sync('h2d')  # CUDA copies CPU indices to the device first
         if func is aten._local_scalar_dense.default:
             _note_sync('item')

@@ -38,7 +38,7 @@ import time
 from datetime import timedelta
 from typing import Dict, List
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # noqa: E402
+sys.path.append(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # noqa: E402
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402

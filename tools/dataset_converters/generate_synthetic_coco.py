@@ -9,7 +9,7 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # noqa: E402
+sys.path.append(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # noqa: E402
 
 from mmpgnet.datasets import SyntheticCocoConfig, generate_synthetic_coco  # noqa: E402
 

@@ -15,7 +15,6 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
 from torch.utils._pytree import tree_map
 
 from mmpgnet.engine.pipeline.blocks import StageModule, stage_ranges
@@ -26,6 +25,12 @@ from mmpgnet.engine.pipeline.process_groups import (PipelineLayout, build_groups
                                                      collective_device)
 from mmpgnet.engine.pipeline.timed_stage import ChunkTimer, TimedPipelineStage
 from mmpgnet.registry import register_model_wrapper
+from mmpgnet.utils.torch_compat import PIPELINING_FEATURE, PIPELINING_MIN_TORCH, require_torch
+
+try:
+    from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
+except ImportError:  # torch < 2.4: the wrapper refuses to be built (require_torch in __init__)
+    Schedule1F1B = ScheduleGPipe = None
 
 SCHEDULES = {'GPipe': ScheduleGPipe, '1F1B': Schedule1F1B}
 
@@ -101,6 +106,7 @@ class PipelineGuidanceWrapper(nn.Module):
                  profile_iters: int = 3,
                  timeout_s: Optional[float] = None,
                  sync_cuda_timing: bool = True) -> None:
+        require_torch(PIPELINING_FEATURE, PIPELINING_MIN_TORCH)
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f'schedule must be one of {list(SCHEDULES)}, got {schedule!r}')

@@ -8,6 +8,8 @@ from mmengine.optim import OptimWrapper
 
 from mmpgnet.registry import register_optim_wrapper
 from mmpgnet.utils.tensor_tree import map_tensors
+from mmpgnet.utils.torch_compat import (TorchVersionError, cpu_autocast_supports, get_cpu_autocast,
+                                       set_cpu_autocast)
 
 
 def _to_float32(value: Any) -> Any:
@@ -40,6 +42,10 @@ class CPUAmpOptimWrapper(OptimWrapper):
         autocast_modules (Sequence[str]): names of the model's submodules to autocast.
         **kwargs: passed to :class:`mmengine.optim.OptimWrapper`.
 
+    Raises:
+        ValueError: for a dtype other than bfloat16 and float16.
+        TorchVersionError: for float16 on a torch whose CPU autocast lacks it (torch 2.1).
+
     Example:
         >>> optim_wrapper = dict(type='CPUAmpOptimWrapper',
         ...                      optimizer=dict(type='SGD', lr=0.01))
@@ -53,6 +59,10 @@ class CPUAmpOptimWrapper(OptimWrapper):
                 raise ValueError(f"CPUAmpOptimWrapper dtype must be 'bfloat16' or 'float16', "
                                  f'got {dtype!r}')
             dtype = getattr(torch, dtype)
+        if not cpu_autocast_supports(dtype):
+            raise TorchVersionError(f'CPUAmpOptimWrapper(dtype={dtype}): the CPU autocast of '
+                                    f'torch {torch.__version__} does not support {dtype} (torch '
+                                    "2.1 has bfloat16 only): use dtype='bfloat16' or a newer torch")
         self.cast_dtype = dtype
         self.autocast_modules = tuple(autocast_modules)
         # autocast state (enabled, dtype, cache enabled) saved by each open pre-hook
@@ -66,10 +76,8 @@ class CPUAmpOptimWrapper(OptimWrapper):
 
     def _enter(self, module: nn.Module, args: Any) -> None:
         """Forward pre-hook: turn CPU autocast on (as ``torch.autocast.__enter__``)."""
-        self._saved.append((torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu'),
-                            torch.is_autocast_cache_enabled()))
-        torch.set_autocast_enabled('cpu', True)
-        torch.set_autocast_dtype('cpu', self.cast_dtype)
+        self._saved.append((*get_cpu_autocast(), torch.is_autocast_cache_enabled()))
+        set_cpu_autocast(True, self.cast_dtype)
         torch.autocast_increment_nesting()
         torch.set_autocast_cache_enabled(True)
 
@@ -78,8 +86,7 @@ class CPUAmpOptimWrapper(OptimWrapper):
         enabled, dtype, cache = self._saved.pop()
         if torch.autocast_decrement_nesting() == 0:
             torch.clear_autocast_cache()  # cached casts of parameters go stale after a step
-        torch.set_autocast_enabled('cpu', enabled)
-        torch.set_autocast_dtype('cpu', dtype)
+        set_cpu_autocast(enabled, dtype)
         torch.set_autocast_cache_enabled(cache)
 
     def _exit(self, module: nn.Module, args: Any, output: Any) -> Any:

@@ -3,7 +3,13 @@ import time
 from typing import Any, Callable, List, Tuple, Union
 
 import torch
-from torch.distributed.pipelining import PipelineStage
+
+from mmpgnet.utils.torch_compat import PIPELINING_FEATURE, PIPELINING_MIN_TORCH, require_torch
+
+try:
+    from torch.distributed.pipelining import PipelineStage
+except ImportError:  # torch < 2.4: TimedPipelineStage refuses to be built (see its __init__)
+    PipelineStage = object
 
 
 class ChunkTimer:
@@ -77,6 +83,7 @@ class TimedPipelineStage(PipelineStage):
     """
 
     def __init__(self, *args: Any, sync_cuda: bool = True, **kwargs: Any) -> None:
+        require_torch(PIPELINING_FEATURE, PIPELINING_MIN_TORCH)
         super().__init__(*args, **kwargs)
         self.timer = ChunkTimer(self.device, cuda_events=sync_cuda)
 

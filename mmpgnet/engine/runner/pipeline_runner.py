@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmpgnet.engine.model_wrappers.pipeline_guidance_wrapper import PipelineGuidanceWrapper
+from mmpgnet.utils.torch_compat import PIPELINING_FEATURE, PIPELINING_MIN_TORCH, require_torch
 
 
 def _is_pipeline_cfg(model_wrapper_cfg: Optional[dict]) -> bool:
@@ -52,6 +53,8 @@ class PipelineRunner(Runner):
         cfg = kwargs.get('cfg') or {}  # Runner reads model_wrapper_cfg from its cfg
         wrapper_cfg = cfg.get('model_wrapper_cfg')
         self._pipeline = _is_pipeline_cfg(wrapper_cfg)
+        if self._pipeline:
+            require_torch(PIPELINING_FEATURE, PIPELINING_MIN_TORCH)
         train_loader = kwargs.get('train_dataloader')
         if self._pipeline and isinstance(train_loader, dict):
             micro = int(wrapper_cfg.get('num_microbatches', 4))

@@ -52,6 +52,16 @@ def value_checks_enabled(check: Optional[bool] = None) -> bool:
     """
     if check is not None:
         return bool(check)
+    return _environment_asks_for_value_checks()
+
+
+@torch.compiler.assume_constant_result
+def _environment_asks_for_value_checks() -> bool:
+    """Whether ``MMPGNET_CHECK_INPUTS`` asks for value checks.
+
+    A constant to ``torch.compile`` (read once per trace): dynamo in torch 2.1 cannot trace
+    ``os.environ``, and the switch is meant for a whole run anyway.
+    """
     return os.environ.get(CHECK_INPUTS_ENV, '0').strip().lower() in ('1', 'true', 'yes', 'on')
 
 

@@ -8,6 +8,8 @@ from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from mmpgnet.utils.torch_compat import is_compiling
+
 
 def _is_plain_linear_conv(module: ConvModule) -> bool:
     """Whether ``module`` is a bare zero-padded ``nn.Conv2d`` without hooks, norm or activation.
@@ -116,7 +118,7 @@ def conv_module_forward(module: ConvModule, x: Tensor) -> Tensor:
     Returns:
         Tensor: ``module(x)`` up to float rounding.
     """
-    if not (torch.compiler.is_compiling() and _is_conv_gn_module(module)):
+    if not (is_compiling() and _is_conv_gn_module(module)):
         return module(x)
     x = module.conv(x)
     if x.dtype == torch.float32:
