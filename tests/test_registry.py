@@ -1,4 +1,6 @@
 """The naming rule of mmpgnet.registry, and stock configs building with custom_imports."""
+import os.path as osp
+
 import pytest
 import torch.nn as nn
 from mmengine.config import Config
@@ -81,6 +83,12 @@ def test_stock_configs_build_with_custom_imports(tmp_path, config, scope):
 def test_resolve_config_path(tmp_path):
     path = resolve_config_path('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
     assert path.endswith('faster-rcnn_r50_fpn_1x_coco.py')
+    # mmpgnet's own configs, packaged in mmpgnet/.mim (copied into a wheel, linked for -e .)
+    path = resolve_config_path('mmpgnet::pgnet/pgnet_res18_cffm_demo_synthetic-128x96.py')
+    repo_config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'pgnet',
+                           'pgnet_res18_cffm_demo_synthetic-128x96.py')
+    with open(path) as packaged, open(repo_config) as source:
+        assert packaged.read() == source.read()
     with pytest.raises(FileNotFoundError, match='does not exist'):
         resolve_config_path('mmdet::no/such.py')
     with pytest.raises(FileNotFoundError, match='does not exist'):

@@ -42,6 +42,21 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def _package_dir(package: str) -> str:
+    """The folder of an installed package, editable installs included.
+
+    MMEngine's ``get_installed_path`` joins the distribution's location with the package name,
+    which misses a PEP 660 editable install (``pip install -e .``, as ``make install`` does): the
+    import system's answer is used where it has one.
+    """
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin:
+        return osp.dirname(spec.origin)
+    from mmengine.utils import get_installed_path
+    return get_installed_path(package)
+
+
 def resolve_config_path(config: str) -> str:
     """Resolve a config path, also of the ``mmpose::path`` / ``mmdet::path`` form.
 
@@ -56,9 +71,8 @@ def resolve_config_path(config: str) -> str:
     """
     path = config
     if '::' in config:
-        from mmengine.utils import get_installed_path
         package, rel_path = config.split('::', 1)
-        path = osp.join(get_installed_path(package), '.mim', 'configs', rel_path)
+        path = osp.join(_package_dir(package), '.mim', 'configs', rel_path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file {config} does not exist'
                                 + (f' (looked at {path})' if path != config else ''))
