@@ -19,7 +19,8 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
-sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (an installed mmpgnet first)
+# an installed mmpgnet first, else this checkout's
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401
 import numpy as np  # noqa: E402

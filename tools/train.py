@@ -14,7 +14,8 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402 (an installed mmpgnet first)
+# an installed mmpgnet first, else this checkout's
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
 from mmpgnet.utils.launch import (add_common_args, build_runner, close_distributed,  # noqa: E402
