@@ -7,6 +7,7 @@ where those import (:mod:`mmpgnet.utils.optional_packages`).
 """
 from .version import __version__  # noqa: F401
 from .utils import checkpoint_safety  # noqa: F401  (lets torch.load read MMEngine checkpoints)
+from .utils import atomic_local_backend  # noqa: F401  (the 'atomic_local' file backend)
 from . import datasets, engine, models  # noqa: F401,E402
 from .utils.config_prefix import register_config_prefix  # noqa: E402
 

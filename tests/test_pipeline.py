@@ -10,33 +10,31 @@ import json
 import multiprocessing
 import os
 import os.path as osp
+import signal
 import socket
 import time
 import traceback
-from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
 from conftest import REPO_ROOT, run_tool, smoke_config
+from helpers.distributed import free_port, init_gloo, spawn_and_wait
 from helpers.torch_features import needs_pipelining
 from mmengine.optim import OptimWrapper
 from test_pgs_guidance import build_tiny, tiny_batch
 
 from mmpgnet.engine.model_wrappers import PipelineGuidanceWrapper
-from mmpgnet.engine.pipeline import (balance, check_layout, cut_aliases, live_keys,
-                                     profile_blocks, resolve_split_points, sent_keys)
+from mmpgnet.engine.pipeline import (balance, check_layout, cut_aliases, live_keys, profile_blocks,
+                                     resolve_split_points, sent_keys)
 from mmpgnet.engine.runner import PipelineRunner
+from mmpgnet.utils.peer_watch import lost_peer_message, start_peer_watch
 
 PIPE_CFG = osp.join(REPO_ROOT, 'configs', 'pgnet',
                     'pgnet_res50_cffm_guidance_pipeline-2stage_8xb64-210e_coco-256x192.py')
 STEPS, MICRO, BATCH, LR = 3, 4, 8, 0.05
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+#: process-group timeout of the lost-rank tests
+DEAD_PEER_TIMEOUT_S = 10
 
 
 def _sgd(params, lr=None) -> torch.optim.Optimizer:
@@ -174,15 +172,8 @@ def test_bad_configurations_fail_before_training_and_say_what_to_change(tmp_path
 
 
 # ---------------------------------------------------------------------------------- processes
-def _init(rank: int, world: int, port: int, timeout_s: int = 60) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world,
-                            timeout=timedelta(seconds=timeout_s))
-
-
 def _equivalence_worker(rank: int, port: int, out_dir: str) -> None:
-    _init(rank, 2, port)
+    init_gloo(rank, 2, port)
     try:
         model = build_tiny()
         with pytest.raises(ValueError, match='only 2 processes: launch 3'):
@@ -207,20 +198,9 @@ def _equivalence_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _spawn_and_wait(fn, args, nprocs: int, timeout: float) -> None:
-    ctx = torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, join=False,
-                                                start_method='spawn')
-    deadline = time.time() + timeout
-    while not ctx.join(timeout=max(1.0, deadline - time.time())):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f'{nprocs} processes did not finish within {timeout} s')
-
-
 @pytest.mark.slow
 def test_two_process_pipeline_equals_single_process(tmp_path):
-    _spawn_and_wait(_equivalence_worker, (_free_port(), str(tmp_path)), 2, timeout=150)
+    spawn_and_wait(_equivalence_worker, (free_port(), str(tmp_path)), 2, timeout=150)
     torch.set_num_threads(1)
     ref_model = build_tiny()
     ref_losses = reference_steps(ref_model, tiny_batch(BATCH))
@@ -237,33 +217,47 @@ def test_two_process_pipeline_equals_single_process(tmp_path):
         assert len(out['optim']['state']) == n_params
 
 
-def _dying_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _fault(how: str) -> None:
+    os.kill(os.getpid(), signal.SIGKILL if how == 'kill' else signal.SIGSTOP)
+
+
+def _dying_worker(rank: int, world: int, port: int, out_dir: str, how: str) -> None:
+    """Train 4 pipeline steps; rank 1 is killed (or stops answering) inside stage 1 of step 2."""
+    init_gloo(rank, world, port, timeout_s=DEAD_PEER_TIMEOUT_S)
+    start_peer_watch(interval_s=0.5)
+    with open(osp.join(out_dir, f'rank{rank}.pid'), 'w') as f:
+        f.write(str(os.getpid()))
+    model = build_tiny()
+    wrapper = PipelineGuidanceWrapper(model, num_stages=2, num_microbatches=2,
+                                      split_points=['neck.lateral'])
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    faulty_step = dict(now=-1)
+    if rank == 1:  # the head runs in stage 1: the fault hits after its input arrived
+        model.head.final_layer.register_forward_hook(
+            lambda *args: _fault(how) if faulty_step['now'] == 2 else None)
     start = time.time()
     try:
-        _init(rank, world, port, timeout_s=20)
-        model = build_tiny()
-        wrapper = PipelineGuidanceWrapper(model, num_stages=2, num_microbatches=2,
-                                          split_points=['neck.lateral'])
-        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
         for step in range(4):
-            if rank == 1 and step == 2:
-                raise SystemExit(3)  # this rank dies in the middle of training
+            faulty_step['now'] = step
+            if step == 2:
+                start = time.time()
             wrapper.train_step(tiny_batch(4), optim)
         result = 'finished'
-    except SystemExit:
-        raise
-    except BaseException:  # noqa: BLE001
-        result = traceback.format_exc()
+    except Exception as error:  # noqa: BLE001 (what a tool's run_cli does)
+        result = lost_peer_message(error) or traceback.format_exc()
     with open(osp.join(out_dir, f'rank{rank}.txt'), 'w') as f:
         f.write(f'{time.time() - start:.1f}\n{result}')
     os._exit(1 if result != 'finished' else 0)
 
 
 @pytest.mark.slow
-def test_a_dead_rank_ends_the_job_with_an_error_not_a_hang(tmp_path):
+@pytest.mark.parametrize('how', ['kill', 'hang'])
+def test_a_rank_lost_mid_step_ends_the_job_with_its_name_not_a_hang(tmp_path, how):
+    """SIGKILL: the peer sees the connection close at once; SIGSTOP: the process-group timeout
+    bounds the wait. Either way rank 0 exits non-zero naming rank 1 and its pid."""
     ctx = multiprocessing.get_context('spawn')
-    port = _free_port()
-    procs = [ctx.Process(target=_dying_worker, args=(r, 2, port, str(tmp_path)))
+    port = free_port()
+    procs = [ctx.Process(target=_dying_worker, args=(r, 2, port, str(tmp_path), how))
              for r in range(2)]
     for p in procs:
         p.start()
@@ -271,12 +265,21 @@ def test_a_dead_rank_ends_the_job_with_an_error_not_a_hang(tmp_path):
     alive = procs[0].is_alive()
     for p in procs:
         if p.is_alive():
-            p.kill()
-    assert not alive, 'rank 0 still waits for a dead peer after 120 s'
-    # rank 1 exits with 3 (or is aborted by gloo on its way out); rank 0 fails on its own
-    assert procs[0].exitcode not in (0, None) and procs[1].exitcode != 0
-    report = open(tmp_path / 'rank0.txt').read()
-    assert 'pipeline stage 0 (rank 0) failed' in report and 'timeout' in report
+            p.kill()  # the stopped rank of the 'hang' case (torchrun would end it)
+            p.join()
+    assert not alive, 'rank 0 still waits for a lost peer after 120 s'
+    assert procs[0].exitcode == 1
+    assert procs[1].exitcode == -signal.SIGKILL  # killed by the fault, or by the test
+    seconds, report = open(tmp_path / 'rank0.txt').read().split('\n', 1)
+    pid = open(tmp_path / 'rank1.pid').read()
+    assert f'lost a process: rank 1 (pid {pid} on {socket.gethostname()}) stopped without ' \
+        'an error report' in report, report
+    assert "This rank's error: RuntimeError: pipeline stage 0 (rank 0) failed" in report
+    if how == 'kill':  # the closed connection is seen at once; the census takes 1.25 s
+        assert float(seconds) < DEAD_PEER_TIMEOUT_S
+    else:  # a peer that stops answering is given up after the process-group timeout
+        assert DEAD_PEER_TIMEOUT_S <= float(seconds) < DEAD_PEER_TIMEOUT_S + 15
+        assert 'timed out' in report.lower() or 'timeout' in report.lower()
 
 
 @pytest.mark.slow

@@ -7,6 +7,20 @@ NPROCS=$2
 shift 2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
+if [ "$NNODES" -gt 1 ]; then
+  # every node must name the same rendezvous: a random port per node would never meet
+  for var in MASTER_ADDR PORT; do
+    if [ -z "${!var:-}" ]; then
+      echo "error: NNODES=$NNODES needs $var, the same on every node (MASTER_ADDR: node 0's" \
+        "address that the other nodes can reach; PORT: a free port there)" >&2
+      exit 2
+    fi
+  done
+  if [ "$NODE_RANK" -ge "$NNODES" ]; then
+    echo "error: NODE_RANK=$NODE_RANK must be below NNODES=$NNODES" >&2
+    exit 2
+  fi
+fi
 PORT=${PORT:-$((29500 + RANDOM % 1000))}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 HERE=$(cd "$(dirname "$0")" && pwd)

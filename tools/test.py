@@ -15,8 +15,9 @@ import sys
 sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
+from mmpgnet.utils.checkpoint_check import check_run_checkpoint  # noqa: E402
 from mmpgnet.utils.launch import (add_common_args, build_runner, close_distributed,  # noqa: E402
-                                   load_config, run_cli)
+                                  load_config, run_cli)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,6 +43,7 @@ def main(argv=None) -> dict:
     cfg = load_config(args, mode='test')
     cfg.load_from = args.checkpoint
     runner = build_runner(cfg)
+    check_run_checkpoint(cfg, runner.model, 'test')
     metrics = runner.test()
     close_distributed()
     if args.out:

@@ -4,7 +4,7 @@ Examples::
 
     python tools/train.py configs/pgnet/pgnet_res50_cffm_8xb64-210e_coco-256x192.py
     python tools/train.py CONFIG --synthetic-data data/synthetic_coco --work-dir work_dirs/x
-    python tools/train.py CONFIG --resume                # the latest checkpoint of the work dir
+    python tools/train.py CONFIG --resume                # the newest complete one of the work dir
     python tools/train.py CONFIG --resume path/to/epoch_3.pth
     bash tools/dist_train.sh CONFIG 2 --synthetic-data data/synthetic_coco
 
@@ -18,8 +18,11 @@ import sys
 sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
+from mmpgnet.utils.checkpoint_check import (check_run_checkpoint,  # noqa: E402
+                                            check_same_checkpoint_on_every_rank,
+                                            find_resumable_checkpoint)
 from mmpgnet.utils.launch import (add_common_args, build_runner, close_distributed,  # noqa: E402
-                                   enable_amp, load_config, run_cli)
+                                  enable_amp, load_config, run_cli)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,14 +51,21 @@ def main(argv=None) -> None:
     if args.amp:
         enable_amp(cfg)
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        # the newest complete checkpoint (one cut short by a killed save is skipped); without
+        # one the run starts as the config says (from its load_from, if it has one)
+        latest = find_resumable_checkpoint(cfg.work_dir)
+        cfg.resume = latest is not None
+        if latest is not None:
+            cfg.load_from = latest
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume: checkpoint {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
     runner = build_runner(cfg)
+    if args.resume == 'auto':
+        check_same_checkpoint_on_every_rank(cfg.load_from if cfg.resume else None)
+    check_run_checkpoint(cfg, runner.model, 'resume' if cfg.get('resume') else 'load_from')
     runner.train()
     close_distributed()
 

@@ -11,6 +11,9 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .atomic_local_backend import ATOMIC_LOCAL_BACKEND
+from .checkpoint_check import CheckpointError
+from .peer_watch import lost_peer_message, report_failure, start_peer_watch, stop_peer_watch
 from .synthetic_data import DATALOADER_SPLITS, coco_datasets, use_synthetic_data
 from .torch_compat import COMPILE_FEATURE, COMPILE_MIN_TORCH, TorchVersionError, require_torch
 
@@ -109,8 +112,28 @@ def load_config(args: argparse.Namespace, mode: str = 'train') -> Config:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     validate_annotations(
         cfg, ('train_dataloader', 'val_dataloader') if mode == 'train' else ('test_dataloader', ))
+    if mode == 'train':
+        use_atomic_checkpoints(cfg)
     setup_cpu_distributed(cfg)
     return cfg
+
+
+def use_atomic_checkpoints(cfg: Config) -> None:
+    """Save checkpoints through :class:`~mmpgnet.utils.atomic_local_backend.AtomicLocalBackend`.
+
+    A run killed while it saves then leaves the previous checkpoint and no partial file. Only a
+    ``CheckpointHook`` that writes to a local folder and names no storage backend of its own
+    (``backend_args`` / ``file_client_args``) is changed.
+
+    Args:
+        cfg (Config): the config; modified in place.
+    """
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if not hook or hook.get('backend_args') or hook.get('file_client_args'):
+        return
+    if '://' in str(hook.get('out_dir') or cfg.work_dir):
+        return
+    hook['backend_args'] = dict(backend=ATOMIC_LOCAL_BACKEND)
 
 
 def validate_annotations(cfg: Config, loaders=tuple(DATALOADER_SPLITS)) -> None:
@@ -182,6 +205,7 @@ def close_distributed() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        stop_peer_watch()
         dist.destroy_process_group()
 
 
@@ -202,23 +226,33 @@ def enable_amp(cfg: Config) -> None:
 def build_runner(cfg: Config) -> Runner:
     """Build MMEngine's ``Runner``, or the config's own ``runner_type`` from the RUNNERS registry.
 
+    In a distributed run the process group exists once the runner does: each rank then starts
+    its :class:`~mmpgnet.utils.peer_watch.PeerWatch` heartbeat, so that if a rank dies the
+    others' errors name it (:func:`run_cli`).
+
     Args:
         cfg (Config): the loaded config.
 
     Returns:
         Runner: the runner.
     """
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    start_peer_watch()
+    return runner
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a tool's ``main``; bad input (a missing file, a bad annotation) exits with its message.
+    """Run a tool's ``main``; bad input and a lost peer rank exit with one line that names them.
 
     The loaders' own tracebacks from deep inside a dataset say less than the error that
     :func:`load_config` and :func:`validate_annotations` raise, which names the file and the field.
     Every ``FileNotFoundError`` and ``CocoFormatError`` becomes such a one-line exit (whichever
-    code raised it: the message names the file), as does a ``TorchVersionError`` (a feature the
-    installed torch lacks); any other exception keeps its traceback.
+    code raised it: the message names the file), as do a ``TorchVersionError`` (a feature the
+    installed torch lacks) and a ``CheckpointError`` (an empty, truncated, foreign or unreadable
+    checkpoint). In a distributed run, any other error first asks the job's heartbeats
+    (:func:`~mmpgnet.utils.peer_watch.lost_peer_message`) whether a peer rank was lost: if so the
+    line names it (rank, host, pid, and its own error if it left one), else the error keeps its
+    traceback.
 
     Args:
         main (Callable): the tool's entry point, called without arguments.
@@ -226,5 +260,11 @@ def run_cli(main: Callable[[], object]) -> None:
     from mmpgnet.datasets import CocoFormatError
     try:
         main()
-    except (FileNotFoundError, CocoFormatError, TorchVersionError) as error:
+    except (FileNotFoundError, CocoFormatError, TorchVersionError, CheckpointError) as error:
+        report_failure(error)
         sys.exit(f'error: {error}')
+    except Exception as error:  # noqa: BLE001 (re-raised unless a peer rank was lost)
+        message = lost_peer_message(error)
+        if message is None:
+            raise
+        sys.exit(f'error: {message}')
