@@ -94,7 +94,8 @@ def read_checkpoint(path: str) -> dict:
     if reason:
         raise CheckpointError(f'checkpoint {path} {reason}')
     try:
-        checkpoint = torch.load(path, map_location='cpu')
+        # a zip checkpoint is memory-mapped: each rank checks it without a copy in host memory
+        checkpoint = torch.load(path, map_location='cpu', mmap=zipfile.is_zipfile(path))
     except (pickle.UnpicklingError, RuntimeError, EOFError, IndexError, ValueError,
             AttributeError, ImportError, KeyError) as error:
         where = '' if zipfile.is_zipfile(path) else \
