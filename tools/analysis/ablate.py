@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN_SCRIPT = osp.join(REPO_ROOT, 'tools', 'train.py')
-sys.path.insert(0, REPO_ROOT)  # mmpgnet.utils.launch resolves mmpose:: / mmdet:: config paths
+sys.path.append(REPO_ROOT)  # fallback only: an installed mmpgnet comes first (mmpose:: / mmdet:: paths)
 
 #: keys of a spec file: required ones, and the optional ones with their defaults
 REQUIRED_KEYS = ('base_config', 'variants', 'baseline', 'seeds')

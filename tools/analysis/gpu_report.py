@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO_ROOT)
+sys.path.append(REPO_ROOT)  # fallback only: an installed mmpgnet comes first
 
 import mmpgnet  # noqa: E402,F401  (registers CFFM, CBN, the losses)
 from mmpgnet.utils.optional_packages import package_unavailable_reason  # noqa: E402
