@@ -52,6 +52,16 @@ test-gpu:
 data: install
 	$(PY) tools/dataset_converters/generate_synthetic_coco.py $(DEMO_DATA)
 
+# flake8 and isort (settings in setup.cfg, versions pinned in requirements/constraints*.txt); both
+# run, and the target fails if either finds something
+LINT_PATHS ?= mmpgnet tools tests configs setup.py
+
+lint: install
+	@status=0; \
+	$(PY) -m flake8 $(LINT_PATHS) || status=$$?; \
+	$(PY) -m isort --check-only --diff $(LINT_PATHS) || status=$$?; \
+	exit $$status
+
 demo: install
 	bash tools/demo.sh $(DEMO_DATA) $(DEMO_WORK_DIR)
 

@@ -9,7 +9,7 @@ import stat
 import sys
 
 import pytest
-from conftest import REPO_ROOT, run_tool
+from helpers.tool_runs import REPO_ROOT, run_tool
 
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'analysis'))
 import ablate  # noqa: E402

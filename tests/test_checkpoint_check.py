@@ -8,10 +8,11 @@ import signal
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import REPO_ROOT, run_tool, run_tool_result, smoke_config
+from helpers.configs import smoke_config
 from helpers.distributed import free_port, init_gloo, spawn_and_wait
 from helpers.pose_models import build_tiny
 from helpers.scale_out import DEMO, IMPORT_PROBES, SMALL_DEMO, TESTS
+from helpers.tool_runs import REPO_ROOT, run_tool, run_tool_result
 from mmengine.config import Config
 from mmengine.fileio import get_file_backend
 
@@ -64,6 +65,8 @@ def test_unusable_files_give_one_line_naming_file_and_problem(tmp_path, name, ma
     assert '\n' not in text and len(text) < 400
 
 
+# torch >= 2.6 warns that protocol 4 is not its default before refusing the file
+@pytest.mark.filterwarnings('ignore:Detected pickle protocol 4:UserWarning')
 def test_a_plain_pickle_is_refused_without_torchs_long_message(tmp_path):
     path = _write(tmp_path / 'plain.pth', pickle.dumps({'w': [1.0, 2.0]}, protocol=4))
     # torch >= 2.6 refuses its opcodes under weights_only, older torch finds no magic number

@@ -4,7 +4,8 @@ import os.path as osp
 
 import numpy as np
 import pytest
-from conftest import run_tool, smoke_config
+from helpers.configs import smoke_config
+from helpers.tool_runs import run_tool
 
 DEMO = 'configs/pgnet/pgnet_res18_cffm_demo_synthetic-128x96.py'
 
@@ -66,21 +67,38 @@ def test_mean_pose_baseline_is_low(synthetic_coco):
     assert 0.0 <= ap < 0.3  # the synthetic poses vary: a fixed pose in the box scores low
 
 
+#: the AP the short demo run below must reach on its 16 val images. Measured on 2 cores, same
+#: data, random training seeds: 0.172, 0.188, 0.200, 0.214 in float32 (as the test runs) and
+#: 0.186, 0.199, 0.215, 0.215 with --amp; an untrained model scores 0.0 and the mean pose in each
+#: box 0.002. A bound near half the lowest run fails only if the demo stops learning.
+DEMO_MIN_AP = 0.1
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_demo_script_end_to_end(tmp_path):
-    """`make demo`'s script on a tiny set for one epoch: every artefact it announces exists."""
+    """`make demo`'s script, shortened: every artefact it announces exists and the model learned.
+
+    640 train images for 2 epochs (204 steps), 16 val images, in float32 (DEMO_AMP=0): on a CPU
+    without native bfloat16 (AMD EPYC, AVX2) a step takes 0.24 s in float32 and 1.8 s with --amp,
+    which the demo_run fixture above already covers. About 1.5 min on 2 free cores.
+    """
     data, work = tmp_path / 'data', tmp_path / 'work'
-    out = run_tool(['demo.sh', str(data), str(work)], env=dict(
-        DEMO_TRAIN_IMAGES='24', DEMO_VAL_IMAGES='6', DEMO_EPOCHS='1'))
+    out = run_tool(['demo.sh', str(data), str(work)], timeout=1500, env=dict(
+        DEMO_TRAIN_IMAGES='640', DEMO_VAL_IMAGES='16', DEMO_EPOCHS='2', DEMO_AMP='0'))
     assert 'PGNet demo finished' in out and 'mean-pose baseline' in out
     metrics = json.load(open(work / 'metrics.json'))
-    assert 0.0 <= metrics['coco/AP'] <= 1.0
+    baseline_ap = float((work / 'baseline.txt').read_text().split('AP=')[1].split(',')[0])
+    assert baseline_ap < DEMO_MIN_AP / 10, f'the mean pose scores AP {baseline_ap}: too easy a task'
+    assert metrics['coco/AP'] >= DEMO_MIN_AP, (
+        f'the demo did not learn: AP {metrics["coco/AP"]:.3f} after 2 epochs (runs reach about '
+        f'0.2; an untrained model 0.0, the mean pose {baseline_ap})')
     analysis = (work / 'error_analysis.md').read_text()
     assert '| as predicted |' in analysis and '| left_wrist |' in analysis
-    assert len(list((work / 'vis').glob('*.png'))) == 6
+    assert len(list((work / 'vis').glob('*.png'))) == 8  # demo.sh draws --num 8
     assert osp.getsize(work / 'training_curves.png') > 10_000
     # DEMO_EPOCHS shortened the whole schedule, not only the loop
     from mmengine.config import Config
     cfg = Config.fromfile(str(work / osp.basename(DEMO)))
-    assert cfg.train_cfg.max_epochs == 1 and cfg.default_hooks.checkpoint.interval == 1
-    assert cfg.param_scheduler[1].end == cfg.param_scheduler[1].T_max == 1
+    assert cfg.train_cfg.max_epochs == 2 and cfg.default_hooks.checkpoint.interval == 2
+    assert cfg.param_scheduler[1].end == cfg.param_scheduler[1].T_max == 2

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, run_tool
+from helpers.tool_runs import REPO_ROOT, run_tool
 
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'analysis'))
 import ablate  # noqa: E402
@@ -18,8 +18,9 @@ SPEC = osp.join(REPO_ROOT, 'configs', 'ablations', 'faster-rcnn_demo_table3.py')
 
 
 def build_detector(cfg):
-    import mmpgnet  # noqa: F401
     from mmengine.registry import MODELS, DefaultScope
+
+    import mmpgnet  # noqa: F401
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MODELS.build(cfg.model)
 

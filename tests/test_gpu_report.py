@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import REPO_ROOT, run_tool
+from helpers.tool_runs import REPO_ROOT, run_tool
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis', 'gpu_report.py')
 

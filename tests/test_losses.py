@@ -7,6 +7,8 @@ import os.path as osp
 
 import pytest
 import torch
+from helpers.configs import smoke_config
+from helpers.tool_runs import REPO_ROOT, run_tool
 from mmdet.models.losses import DIoULoss as MMDetDIoULoss
 from mmdet.models.losses import GIoULoss as MMDetGIoULoss
 from mmdet.models.losses.iou_loss import diou_loss as mmdet_diou_loss
@@ -14,7 +16,6 @@ from mmdet.models.losses.iou_loss import giou_loss as mmdet_giou_loss
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 
-from conftest import REPO_ROOT, run_tool, smoke_config
 from mmpgnet.models.losses import CDIoULoss, GIoULoss, cdiou_loss, giou_loss
 from mmpgnet.models.losses.iou_loss_function import LOSS_KINDS, fused_iou_loss
 from mmpgnet.utils.torch_compat import torch_at_least

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import REPO_ROOT, run_tool
+from helpers.tool_runs import REPO_ROOT, run_tool
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint, save_checkpoint

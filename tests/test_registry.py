@@ -56,6 +56,7 @@ def test_unknown_downstream_scope():
 
 def test_ddp_and_amp_wrappers_registered_in_root():
     from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
+
     from mmpgnet.engine import CPUAmpOptimWrapper, DeviceAgnosticDDP
     assert MODEL_WRAPPERS.get('DeviceAgnosticDDP') is DeviceAgnosticDDP
     assert OPTIM_WRAPPERS.get('CPUAmpOptimWrapper') is CPUAmpOptimWrapper

@@ -145,7 +145,7 @@ def test_use_synthetic_data_rewrites_loaders_and_metrics(synthetic_coco, tmp_pat
 
 
 def test_generator_cli(tmp_path):
-    from conftest import run_tool
+    from helpers.tool_runs import run_tool
     out = run_tool(['dataset_converters/generate_synthetic_coco.py', str(tmp_path), '--num-train',
                     '2', '--num-val', '1', '--no-progress', '--img-size', '96', '80'])
     assert 'person_keypoints_val.json' in out

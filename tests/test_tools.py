@@ -1,12 +1,13 @@
 """tools/train.py, tools/test.py, --resume and tools/dist_train.sh on stock configs, end to end."""
 import glob
-import os
 import json
+import os
 import os.path as osp
 
 import pytest
 import torch
-from conftest import run_tool, smoke_config
+from helpers.configs import smoke_config
+from helpers.tool_runs import run_tool
 
 POSE_R50 = 'mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py'
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
@@ -28,7 +29,8 @@ def _scalars(work_dir: str):
 # box so that COCO evaluation really runs on its predictions
 PERSON = dict(metainfo=dict(classes=('person', )))
 KEEP_ALL_BOXES = dict(
-    model=dict(test_cfg=dict(rcnn=dict(score_thr=0.0)), roi_head=dict(bbox_head=dict(num_classes=1))),
+    model=dict(test_cfg=dict(rcnn=dict(score_thr=0.0)),
+               roi_head=dict(bbox_head=dict(num_classes=1))),
     train_dataloader=dict(dataset=PERSON), val_dataloader=dict(dataset=PERSON),
     test_dataloader=dict(dataset=PERSON))
 

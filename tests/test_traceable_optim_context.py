@@ -1,5 +1,6 @@
 """traceable_optim_context: MMEngine's AMP context, entered so that torch.compile traces it."""
 import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_wrapper_module
+import pytest
 import torch
 import torch.nn as nn
 from helpers.torch_features import needs_modern_dynamo
@@ -8,6 +9,10 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmpgnet.engine import CPUAmpOptimWrapper
 from mmpgnet.engine.optim_wrappers import traceable_optim_context
 from mmpgnet.utils.torch_compat import get_cpu_autocast
+
+# the wrapper's GradScaler disables itself on a machine without CUDA, which it announces
+pytestmark = pytest.mark.filterwarnings(
+    'ignore:torch.cuda.amp.GradScaler is enabled, but CUDA is not available:UserWarning')
 
 
 def _amp_wrapper(model: nn.Module, monkeypatch, **kwargs) -> AmpOptimWrapper:

@@ -19,8 +19,7 @@ torch 2.1 run is a statement about that torch, never a hidden failure of mmpgnet
 import pytest
 import torch
 
-from mmpgnet.utils.torch_compat import (PIPELINING_MIN_TORCH, cpu_autocast_supports,
-                                        torch_at_least)
+from mmpgnet.utils.torch_compat import PIPELINING_MIN_TORCH, cpu_autocast_supports, torch_at_least
 
 
 def needs_torch(version: str, capability: str) -> pytest.MarkDecorator:

@@ -71,6 +71,9 @@ step "mmpose: mmpose 1.3.2 without its chumpy dependency"
 step "tests: pytest"
 "${PIP[@]}" -q -r requirements/tests.txt || fail tests "pip could not install requirements/tests.txt"
 
+step "lint: flake8, isort (make lint)"
+"${PIP[@]}" -q -r requirements/lint.txt || fail lint "pip could not install requirements/lint.txt"
+
 if [ "$MMPGNET_INSTALL" = editable ]; then
   step "mmpgnet: editable install of this repository"
   "${PIP[@]}" -q --no-deps --no-build-isolation -e . || fail mmpgnet "pip install -e . did not succeed"
