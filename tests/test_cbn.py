@@ -4,6 +4,8 @@ import glob
 import io
 import os.path as osp
 import re
+import sys
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -13,6 +15,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmpgnet  # noqa: F401
 from mmpgnet.models.norms import CBN, link_cbn_layers
+from mmpgnet.models.norms.cbn_function import CrossIterationBNFunction
+from mmpgnet.models.norms.cbn_statistic_grads import (mean_patch_sum, sample_strides,
+                                                      second_moment_grad_sum)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CBN_CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'cbn', '*.py')))
@@ -124,21 +129,19 @@ def test_subsampled_second_moment_gradient(kernel, stride, padding, dilation, gr
     reference = patch_second_moment_sum(conv, x, y)
     conv_in = x if mode == 'zeros' else F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
     pad = conv.padding if mode == 'zeros' else (0, 0)
-    exact, m = CBN(6, grad_sample_stride=1).double()._second_moment_grad_sum(conv, conv_in, pad, y)
+    exact, m = second_moment_grad_sum(conv, conv_in, pad, y, grad_sample_stride=1, grid_phase=0)
     torch.testing.assert_close(exact.reshape(6, -1), reference)
     assert m == y.shape[0] * y.shape[2] * y.shape[3]
     # d mu / dW: the sum of the input patches (per group), from one strided view
     patches = F.unfold(conv_in, conv.kernel_size, conv.dilation, pad, conv.stride)
-    patch_sum = CBN._mean_patch_sum(conv, conv_in, pad, y.shape[2:])
+    patch_sum = mean_patch_sum(conv, conv_in, pad, y.shape[2:])
     torch.testing.assert_close(patch_sum.reshape(-1), patches.sum((0, 2)))
 
-    cbn = CBN(6, grad_sample_stride=2).double()
-    sh, sw = cbn._sample_strides(y.shape[2:])
+    sh, sw = sample_strides(y.shape[2:], grad_sample_stride=2)
     assert (sh, sw) == tuple(2 if size >= 2 else 1 for size in y.shape[2:])
     total, counted, grids = 0, 0, []
     for phase in range(sh * sw):
-        cbn.grid_phase = phase
-        grid_sum, grid_m = cbn._second_moment_grad_sum(conv, conv_in, pad, y)
+        grid_sum, grid_m = second_moment_grad_sum(conv, conv_in, pad, y, 2, grid_phase=phase)
         grids.append(grid_sum)
         total, counted = total + grid_sum, counted + grid_m
     assert counted == m
@@ -215,7 +218,6 @@ def test_differentiable_compensation_matches_autograd_of_compensated_forward(gro
 
 
 def test_cross_iteration_function_gradcheck_including_clamped_entries():
-    from mmpgnet.models.norms.cbn import _CrossIterationBN
     torch.manual_seed(0)
     opts = dict(dtype=torch.double, requires_grad=True)
     x = torch.randn(2, 3, 3, 3, **opts)
@@ -226,7 +228,7 @@ def test_cross_iteration_function_gradcheck_including_clamped_entries():
     valid = torch.tensor([True, True, False])
 
     def fn(*args):
-        return _CrossIterationBN.apply(*args, valid, 1e-5)[0]
+        return CrossIterationBNFunction.apply(*args, valid, 1e-5)[0]
 
     assert torch.autograd.gradcheck(fn, (x, weight, bias, past_mu, past_nu))
     grads = torch.autograd.grad(fn(x, weight, bias, past_mu, past_nu).pow(2).sum(),
@@ -369,6 +371,39 @@ def test_bn_checkpoint_loads_into_cbn_without_missing_keys():
     assert torch.equal(cbn.running_mean, bn.running_mean)
 
 
+@pytest.mark.parametrize('metadata', ['version 2', 'none'])
+def test_checkpoint_with_pre_v3_buffer_names_loads_and_continues_identically(metadata):
+    """Before version 3 ``win_dmu_dot_w`` / ``win_dnu_dot_w`` were ``win_dmu_w`` / ``win_dnu_w``:
+    such a checkpoint (with its version-2 metadata, or with none) loads without missing or
+    unexpected keys and the run continues bit for bit."""
+    torch.manual_seed(0)
+    batches = [torch.randn(2, 3, 6, 6) for _ in range(8)]
+    net = conv_cbn(buffer_num=3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    train_steps(net, opt, batches[:5])  # the weights moved: the compensation is not zero
+    state = net.state_dict()
+    assert state._metadata['1']['version'] == 3
+    old = OrderedDict((re.sub(r'win_(dmu|dnu)_dot_w$', r'win_\1_w', key), value.clone())
+                      for key, value in state.items())
+    assert {'1.win_dmu_w', '1.win_dnu_w'} <= set(old) and '1.win_dmu_dot_w' not in old
+    if metadata == 'version 2':
+        old._metadata = copy.deepcopy(state._metadata)
+        old._metadata['1']['version'] = 2
+
+    resumed = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), CBN(8, buffer_num=3))
+    result = resumed.load_state_dict(old)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert '1.win_dmu_w' in old  # the caller's dict is left as it was
+    for key, value in state.items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    resumed[1].link_conv(resumed[0])
+    continued = train_steps(resumed, torch.optim.SGD(resumed.parameters(), lr=0.1), batches[5:])
+    uninterrupted = train_steps(net, opt, batches[5:])
+    assert net[1].compensating and resumed[1].compensating
+    for a, b in zip(uninterrupted, continued):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_link_survives_to_and_deepcopy_starts_unlinked():
     torch.manual_seed(0)
     net = conv_cbn(buffer_num=2)
@@ -452,18 +487,93 @@ def test_optimizer_norm_decay_applies_to_cbn():
 
 
 # --------------------------------------------------------------------------- configs
-def test_table3_configs_present():
-    names = {osp.basename(p) for p in CBN_CONFIGS}
-    for arch in ('r50_fpn', 'r101_fpn', 'r50_cffm'):
-        for norm in ('gn', 'syncbn', 'cbn'):
-            assert f'faster-rcnn_{arch}_{norm}_1x_coco.py' in names
-    for norm in ('gn', 'syncbn', 'cbn'):
-        assert f'pgnet_res50_cffm_{norm}_8xb64-210e_coco-256x192.py' in names
+#: the norm a config file's name announces -> its ``norm_cfg`` type
+NORM_TYPES = {'gn': 'GN', 'syncbn': 'SyncBN', 'bn': 'BN', 'cbn': 'CBN'}
+#: a Table-3 config name: detector depth and neck, or the pose model's neck; then the norm
+TABLE3_NAME = re.compile(
+    r'^(?:faster-rcnn_r(?P<depth>50|101)_(?P<neck>fpn|cffm)|pgnet_res50_(?P<pose_neck>cffm))'
+    r'_(?P<norm>gn|syncbn|cbn)_')
+
+
+def _hook_types(cfg) -> list:
+    return [hook['type'] for hook in cfg.get('custom_hooks', None) or []]
+
+
+def test_table3_configs_thread_the_norm_their_name_says():
+    """Every cell of Table 3 has a config, and each puts the norm of its file name into the neck
+    (and the 4conv1fc box head of a detector), leaves the backbone's BN alone and links CBN."""
+    from mmengine.config import Config
+    cells = set()
+    for path in CBN_CONFIGS:
+        match = TABLE3_NAME.match(osp.basename(path))
+        if match is None:  # the small demo detector, ablated by configs/ablations/
+            continue
+        cfg, norm = Config.fromfile(path), match['norm']
+        name, expected = osp.basename(path), NORM_TYPES[norm]
+        model = cfg.model
+        assert model.neck.type == {'fpn': 'FPN', 'cffm': 'CFFM'}[match['neck'] or 'cffm'], name
+        assert model.neck.norm_cfg.type == expected, name
+        assert model.backbone.get('norm_cfg', dict(type='BN'))['type'] == 'BN', name
+        if match['depth']:
+            head = model.roi_head.bbox_head
+            assert head.type == 'Shared4Conv1FCBBoxHead' and head.norm_cfg.type == expected, name
+            assert model.backbone.depth == int(match['depth']) and model.backbone.norm_eval, name
+        assert ('CBNHook' in _hook_types(cfg)) == (norm == 'cbn'), name
+        if norm == 'cbn':
+            assert model.neck.norm_cfg.buffer_num == 3, name
+        cells.add((match['depth'], match['neck'] or match['pose_neck'], norm))
+    grid = {(depth, neck, norm) for depth, neck in [('50', 'fpn'), ('101', 'fpn'), ('50', 'cffm'),
+                                                    (None, 'cffm')]
+            for norm in ('gn', 'syncbn', 'cbn')}
+    assert cells == grid
+
+
+def _ablation_configs(spec_file: str) -> dict:
+    """The merged config of every variant of an ablation spec in ``configs/ablations``."""
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'analysis'))
+    import ablate
+    spec = ablate.load_spec(osp.join(REPO_ROOT, 'configs', 'ablations', spec_file))
+    return {name: ablate.variant_config(spec, name) for name in spec.variants}
+
+
+@pytest.mark.parametrize('spec_file', [
+    'pgnet_demo_norms_b16.py', 'pgnet_demo_norms_b4.py', 'pgnet_demo_norms_b2.py'])
+def test_pose_norm_ablation_variants_use_the_norm_they_name(spec_file):
+    """Variants BN / GN / CBN / CBN-diff: that norm in backbone and neck, CBN linked by CBNHook
+    with a window of ``16 / batch - 1`` past iterations (at least 1)."""
+    configs = _ablation_configs(spec_file)
+    assert set(configs) == {'BN', 'GN', 'CBN', 'CBN-diff'}
+    for name, cfg in configs.items():
+        expected = NORM_TYPES[name.split('-')[0].lower()]
+        for part in (cfg.model.backbone, cfg.model.neck):
+            norm_cfg = part.get('norm_cfg', None) or dict(type='BN')
+            assert norm_cfg['type'] == expected, (name, part.type)
+            if expected == 'CBN':
+                batch = cfg.train_dataloader.batch_size
+                assert norm_cfg['buffer_num'] == max(1, 16 // batch - 1), (name, batch)
+                assert norm_cfg.get('differentiable_compensation', False) == (name == 'CBN-diff')
+        assert ('CBNHook' in _hook_types(cfg)) == (expected == 'CBN'), name
+
+
+def test_detector_table3_ablation_variants_use_the_neck_and_norm_they_name():
+    """Variants ``<neck>_<norm>``: that neck, that norm in backbone, neck and box head (the
+    loss variants keep the base config's GN); CBN linked by CBNHook."""
+    configs = _ablation_configs('faster-rcnn_demo_table3.py')
+    norm_variants = [name for name in configs if re.match(r'^(fpn|cffm)_(gn|bn|cbn)$', name)]
+    assert len(norm_variants) == 6
+    for name, cfg in configs.items():
+        neck, norm = name.split('_') if name in norm_variants else ('fpn', 'gn')
+        model, expected = cfg.model, NORM_TYPES[norm]
+        assert model.neck.type == neck.upper(), name
+        for part in (model.backbone, model.neck, model.roi_head.bbox_head):
+            assert part.norm_cfg.type == expected, (name, part.type)
+        assert ('CBNHook' in _hook_types(cfg)) == (norm == 'cbn'), name
 
 
 def _build(config):
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
+
     from mmpgnet.utils.launch import resolve_config_path
     cfg = Config.fromfile(resolve_config_path(config))
     cfg.model.backbone.init_cfg = None
@@ -508,7 +618,8 @@ def test_table3_config_builds_and_links(config):
 @pytest.mark.slow
 @pytest.mark.parametrize('norm', ['gn', 'syncbn', 'cbn'])
 def test_table3_norm_trains_with_train_tool(norm, synthetic_coco, tmp_path):
-    from conftest import run_tool, smoke_config
+    from helpers.configs import smoke_config
+    from helpers.tool_runs import run_tool
     config = osp.join(REPO_ROOT, 'configs', 'cbn', f'faster-rcnn_r50_fpn_{norm}_1x_coco.py')
     extra = dict(custom_hooks=[dict(type='CBNHook', burnin_iters=1)]) if norm == 'cbn' else None
     smoke = smoke_config(config, synthetic_coco, str(tmp_path / 'run'), max_epochs=2,
@@ -610,6 +721,7 @@ def test_cbn_small_batch_tool_runs_seeds_resumes_and_summarises(tmp_path, monkey
         cbn_small_batch.main(argv[:-2] + ['--epochs', '3', '--out', out])
 
 
+@pytest.mark.filterwarnings(r'ignore:`torch\.jit\.trace(_method)?` is deprecated:FutureWarning')
 def test_eval_cbn_traces_with_torch_jit():
     """FLOP counters and ONNX export trace the model; a linked CBN in eval mode traces as BN."""
     net = conv_cbn(buffer_num=2)

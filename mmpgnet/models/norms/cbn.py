@@ -55,183 +55,53 @@ offset would need gathers that copied the whole input (measured: 1.43x BN's time
 is that a linked layer computes its statistic gradients during the burn-in too (the window is
 only marked valid from ``burnin_iters - buffer_num`` on), so the burn-in costs what CBN costs
 afterwards.
+
+Code layout: this module holds the layer and its state; :mod:`.cbn_function` the autograd
+function that pools and normalises; :mod:`.cbn_statistic_grads` the closed-form statistic
+gradients and the Taylor compensation (pure functions); :mod:`.cbn_conv_support` which convs
+can feed the layer; :mod:`.cbn_link` the tracing that links each layer to its conv.
 """
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmpgnet.registry import register_norm_layer
+from .cbn_conv_support import unsupported_conv_reason
+from .cbn_function import CrossIterationBNFunction
+from .cbn_statistic_grads import (compensate_window, dot, dot_mean_patch, statistic_grads,
+                                  values_per_channel)
 
-#: Window buffers whose shape depends on the linked conv (allocated at link or load time).
-_CONV_SHAPED_BUFFERS = ('win_dmu', 'win_dnu')
 #: What the running statistics average (see :class:`CBN`'s ``eval_stats``).
 EVAL_STATS = ('batch', 'window')
+#: Window buffers whose shape depends on the linked conv (allocated at link or load time).
+_CONV_SHAPED_BUFFERS = ('win_dmu', 'win_dnu')
+#: Window buffers of shape (buffer_num, num_features).
+_PER_CHANNEL_BUFFERS = ('win_mu', 'win_nu', 'win_dmu_dot_w', 'win_dnu_dot_w', 'win_bias')
 #: Buffers that a checkpoint of a plain BN lacks; missing ones mean "fresh window".
-_CBN_BUFFERS = ('iter_count', 'win_pos', 'win_valid', 'win_mu', 'win_nu', 'win_dmu_w',
-                'win_dnu_w', 'win_bias') + _CONV_SHAPED_BUFFERS
+_CBN_ONLY_BUFFERS = ('iter_count', 'win_pos', 'win_valid') + _PER_CHANNEL_BUFFERS + \
+    _CONV_SHAPED_BUFFERS
+#: Buffers renamed in version 3 of the layer: old checkpoint key -> new one.
+_RENAMED_BUFFERS_V3 = {'win_dmu_w': 'win_dmu_dot_w', 'win_dnu_w': 'win_dnu_dot_w'}
 
 
-def unsupported_conv_reason(conv: nn.Module) -> Optional[str]:
-    """Say why a module cannot feed a compensated CBN, or ``None`` if it can.
-
-    Supported: ``nn.Conv2d`` and mmcv's ``Conv2d`` wrapper with numeric padding (any padding mode,
-    stride, dilation and groups). Convs that transform their weight in ``forward`` (weight
-    standardisation), deformable and transposed convs are not.
-
-    Args:
-        conv (nn.Module): candidate module.
-
-    Returns:
-        str, optional: the reason, or ``None`` when supported.
-    """
-    if not isinstance(conv, nn.Conv2d):
-        return f'it is fed by a {type(conv).__name__}, not a Conv2d'
-    plain_forwards = [nn.Conv2d.forward]
-    try:
-        from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
-        plain_forwards.append(MMCVConv2d.forward)
-    except ImportError:  # pragma: no cover - mmcv is a dependency
-        pass
-    if type(conv).forward not in plain_forwards or \
-            type(conv)._conv_forward is not nn.Conv2d._conv_forward:
-        return f'{type(conv).__name__} changes its weight in forward'
-    if isinstance(conv.padding, str):
-        return f'string padding {conv.padding!r} is not supported'
-    return None
-
-
-def _batch_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance of ``x`` (N, C, H, W), float32 or float64.
-
-    Uses torch's fused training-mode batch-norm kernel (about 3x faster than ``var_mean`` on CPU)
-    and recovers the variance from its inverse standard deviation.
+def _upgrade_state_dict(state_dict: Dict[str, Tensor], prefix: str,
+                        version: Optional[int]) -> None:
+    """Rename the buffer keys of a checkpoint written before version 3, in place.
 
     Args:
-        x (Tensor): the input.
-
-    Returns:
-        tuple[Tensor, Tensor]: mean and variance, each (C,).
+        state_dict (dict): the (sub-)state dict being loaded (a copy owned by the loader).
+        prefix (str): the layer's key prefix.
+        version (int, optional): the layer version the checkpoint was written with; ``None``
+            when the state dict carries no metadata.
     """
-    if x.dtype != torch.float64:
-        x = x.float()
-    eps = 1e-5
-    _, mean, invstd = torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)
-    return mean, (invstd.pow(-2) - eps).clamp_min(0)
-
-
-class _CrossIterationBN(torch.autograd.Function):
-    """Normalise with statistics pooled over the current batch and constant past ones.
-
-    Forward: current mean/second moment, pooled with the past entries that ``past_valid`` marks
-    (``nu >= mu^2`` per entry), then an inference-mode ``batch_norm`` with the pooled mean and
-    variance. The number of pooled entries ``n`` is a device tensor (no host read). Backward: the
-    pooled statistics depend on the current batch like a synchronised BN over ``n`` equally
-    sized batches of which the others are constants, so torch's training-mode BN backward with
-    the pooled ``mean``/``invstd`` and the weight divided by ``n`` gives every term except
-    ``(1 - 1/n) * weight * invstd * grad_out``, which is added. Two fused passes instead of the
-    half-dozen of the equivalent autograd graph. With no valid past entry (``n = 1``) this is
-    exactly batch normalisation with the current batch's statistics.
-
-    Statistics are float32 (float64 for float64 input) whatever the input's dtype, so the
-    function is safe under autocast and with half-precision activations.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                past_mu: Tensor, past_nu: Tensor, past_valid: Tensor,
-                eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        mu_t, var_t = _batch_stats(x.detach())
-        valid = torch.cat([past_valid.new_ones(1), past_valid])[:, None]
-        mus = torch.where(valid, torch.cat([mu_t[None], past_mu.to(mu_t.dtype)]), 0)
-        raw_nus = torch.cat([(var_t + mu_t * mu_t)[None], past_nu.to(mu_t.dtype)])
-        nus = torch.where(valid, torch.maximum(raw_nus, mus * mus), 0)
-        n = valid.sum(0).to(mu_t.dtype)  # (1,): 1 + number of valid past entries
-        mu = mus.sum(0) / n
-        var = (nus.sum(0) / n - mu * mu).clamp_min(0)
-        out = F.batch_norm(x, mu, var, _as(weight, mu), _as(bias, mu), False, 0.0, eps)
-        # which past second moments were raised to mu^2 (their gradient goes to the mean)
-        clamped = valid[1:] & (raw_nus[1:] < mus[1:] * mus[1:])
-        ctx.save_for_backward(x, weight, mu, torch.rsqrt(var + eps), n, valid[1:], clamped,
-                              mus[1:])
-        ctx.eps = eps
-        ctx.mark_non_differentiable(mu_t, var_t, mu, var)
-        return out, mu_t, var_t, mu, var
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:
-        x, weight, mu, invstd, n, past_valid, clamped, past_mu = ctx.saved_tensors
-        scale = torch.ones_like(mu) if weight is None else weight.to(mu.dtype)
-        past_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        mask = [ctx.needs_input_grad[0],
-                (weight is not None and ctx.needs_input_grad[1]) or past_grads,
-                ctx.needs_input_grad[2] or past_grads]
-        grad_out = grad_out.contiguous()
-        dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-            grad_out, x, scale / n, None, None, mu, invstd, True, ctx.eps, mask)
-        d_past_mu = d_past_nu = None
-        if past_grads:  # dw = sum(g * x_hat), db = sum(g), whatever the weight passed
-            d_past_mu, d_past_nu = _past_stat_grads(dw, db, scale, mu, invstd, n, past_valid,
-                                                    clamped, past_mu)
-        if dx is not None:
-            coef = (scale * invstd * (1 - 1 / n)).to(dx.dtype)
-            dx = dx.addcmul_(grad_out.to(dx.dtype), coef.view(1, -1, 1, 1))
-        dw = dw.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-        if db is not None and ctx.needs_input_grad[2]:
-            db = db.to(weight.dtype if weight is not None else mu.dtype)
-        else:
-            db = None
-        return dx, dw, db, d_past_mu, d_past_nu, None, None
-
-
-def _past_stat_grads(sum_g_xhat: Tensor, sum_g: Tensor, scale: Tensor, mu: Tensor,
-                     invstd: Tensor, n: Tensor, past_valid: Tensor, clamped: Tensor,
-                     past_mu: Tensor) -> Tuple[Tensor, Tensor]:
-    """Gradients of the loss with respect to the past means and second moments (k, C).
-
-    With ``out = (x - mu) * invstd * w + b``, ``mu`` the mean of the ``n`` pooled means and
-    ``var`` the mean of the pooled second moments minus ``mu**2``::
-
-        dL/dvar = -w * invstd**2 * sum(g * x_hat) / 2,   dL/dmu = -w * invstd * sum(g)
-        dL/dmu_i = (dL/dmu - 2 mu dL/dvar) / n,          dL/dnu_i = dL/dvar / n
-
-    for a valid past entry ``i``; an entry whose second moment was raised to ``mu_i**2`` sends
-    ``2 mu_i dL/dvar / n`` to its mean instead.
-
-    Args:
-        sum_g_xhat (Tensor): ``sum(g * x_hat)`` per channel (C,).
-        sum_g (Tensor): ``sum(g)`` per channel (C,).
-        scale (Tensor): the affine weight (ones without one), (C,).
-        mu (Tensor): the pooled mean (C,).
-        invstd (Tensor): ``1 / sqrt(var + eps)`` of the pooled variance (C,).
-        n (Tensor): number of pooled entries, (1,).
-        past_valid (Tensor): which past entries were pooled, (k, 1).
-        clamped (Tensor): which of them had ``nu_i < mu_i**2``, (k, C).
-        past_mu (Tensor): their means (k, C).
-
-    Returns:
-        tuple[Tensor, Tensor]: gradients for the past means and second moments.
-    """
-    d_var = -0.5 * scale * invstd * invstd * sum_g_xhat.to(mu.dtype) / n
-    d_mu = (-scale * invstd * sum_g.to(mu.dtype)) / n - 2 * mu * d_var
-    zero = d_var.new_zeros(())
-    d_past_nu = torch.where(past_valid & ~clamped, d_var, zero)
-    d_past_mu = torch.where(past_valid, d_mu, zero) + torch.where(clamped, 2 * past_mu * d_var,
-                                                                    zero)
-    return d_past_mu, d_past_nu
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """``(a * b).sum(-1)``: a dot product that autocast leaves in the inputs' precision."""
-    return (a * b).sum(-1)
-
-
-def _as(param: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
-    """``param`` in the dtype of ``like`` (``None`` stays ``None``)."""
-    return None if param is None else param.to(like.dtype)
+    if version is not None and version >= 3:
+        return
+    for old, new in _RENAMED_BUFFERS_V3.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
 
 
 @register_norm_layer()
@@ -243,6 +113,22 @@ class CBN(_BatchNorm):
     ``BatchNorm2d``. In eval mode it uses the running statistics, which are updated with the
     current batch's statistics as in BN by default (``eval_stats='batch'``), or with the pooled
     window's (``eval_stats='window'``).
+
+    Besides BN's, the layer's buffers (all in its ``state_dict``, so a checkpoint resumes
+    exactly) are, with ``k = buffer_num``, ``C`` channels and, for the linked conv, ``G`` groups
+    and ``D`` values per filter (``C_in / G * kh * kw``):
+
+    * ``iter_count`` (0-dim): training forwards so far (burn-in, sampling-grid phase).
+    * ``win_pos`` (0-dim): the window's ring position; the next entry goes to slot
+      ``win_pos % k``.
+    * ``win_valid`` (k,): which slots hold a recorded entry.
+    * ``win_mu``, ``win_nu`` (k, C): each entry's mean and second moment ``E[y^2]``.
+    * ``win_dmu`` (k, G, D): each entry's ``d mu_c / d W_c``, the mean input patch per group.
+    * ``win_dnu`` (k, C, D): each entry's ``d nu_c / d W_c``.
+    * ``win_dmu_dot_w``, ``win_dnu_dot_w`` (k, C): those gradients dotted with the conv weight
+      of the entry's own iteration (the Taylor step's expansion point; named ``win_dmu_w`` and
+      ``win_dnu_w`` before version 3, which still load).
+    * ``win_bias`` (k, C): the conv bias of the entry's iteration (zeros without one).
 
     Args:
         num_features (int): number of channels ``C``.
@@ -277,6 +163,8 @@ class CBN(_BatchNorm):
     """
 
     _abbr_ = 'cbn'
+    # 2: torch's BN (``num_batches_tracked``); 3: ``win_dmu_w``/``win_dnu_w`` renamed
+    _version = 3
 
     def __init__(self,
                  num_features: int,
@@ -314,12 +202,13 @@ class CBN(_BatchNorm):
         self.register_buffer('iter_count', torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer('win_pos', torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer('win_valid', torch.zeros(k, dtype=torch.bool, device=device))
-        for name in ('win_mu', 'win_nu', 'win_dmu_w', 'win_dnu_w', 'win_bias'):
+        for name in _PER_CHANNEL_BUFFERS:
             self.register_buffer(name, torch.zeros(k, c, **f32))
-        for name in _CONV_SHAPED_BUFFERS:
+        for name in _CONV_SHAPED_BUFFERS:  # sized when linked (or loaded), see link_conv
             self.register_buffer(name, torch.zeros(k, 0, 0, **f32))
         self._conv_ref: Optional[weakref.ReferenceType] = None
         self._hook_handle = None
+        #: the linked conv's (input, output) captured by its forward hook, consumed by forward
         self._conv_io: Optional[Tuple[Tensor, Tensor]] = None
         #: offset index of the d nu / dW sampling grid, ``iter_count % grad_sample_stride**2``
         #: kept as a Python int (see the module docstring); set from the checkpoint on load
@@ -364,17 +253,19 @@ class CBN(_BatchNorm):
                              f'{self.num_features} features')
         self.unlink_conv()
         self._conv_ref = weakref.ref(conv)
-        self_ref = weakref.ref(self)
+        self_ref = weakref.ref(self)  # the hook must not keep this layer alive
 
-        def _capture(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
+        def _capture_conv_io(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
             cbn = self_ref()
+            # eval forwards use running statistics; a conv linked to another CBN since is ignored
             if cbn is not None and cbn.training and cbn.conv is module:
                 cbn._conv_io = (args[0], output)
 
-        self._hook_handle = conv.register_forward_hook(_capture)
+        self._hook_handle = conv.register_forward_hook(_capture_conv_io)
         groups = conv.groups
         dim = conv.weight[0].numel()
         k = self.buffer_num
+        # another conv geometry than the window was made (or loaded) for: start a fresh window
         if tuple(self.win_dnu.shape) != (k, self.num_features, dim) or \
                 tuple(self.win_dmu.shape) != (k, groups, dim):
             self.win_dnu = self.win_mu.new_zeros(k, self.num_features, dim)
@@ -395,7 +286,11 @@ class CBN(_BatchNorm):
         self.win_pos.zero_()
 
     def __getstate__(self) -> Dict[str, Any]:
-        """Pickle/deepcopy without the (weak) link: a copy starts unlinked."""
+        """Pickle/deepcopy without the (weak) link: a copy starts unlinked.
+
+        Returns:
+            dict: the instance state without the link.
+        """
         state = self.__dict__.copy()
         state.update(_conv_ref=None, _hook_handle=None, _conv_io=None)
         return state
@@ -406,6 +301,9 @@ class CBN(_BatchNorm):
                               unexpected_keys: List[str], error_msgs: List[str]) -> None:
         """Load like BN; resize conv-shaped window buffers; a BN checkpoint gives a fresh window.
 
+        Checkpoints of versions before 3 have their renamed buffer keys mapped to the new names
+        (``_RENAMED_BUFFERS_V3``).
+
         Args:
             state_dict (dict): the (sub-)state dict.
             prefix (str): this module's key prefix.
@@ -415,14 +313,16 @@ class CBN(_BatchNorm):
             unexpected_keys (list[str]): collects unexpected keys.
             error_msgs (list[str]): collects errors.
         """
+        _upgrade_state_dict(state_dict, prefix, local_metadata.get('version'))
         for name in _CONV_SHAPED_BUFFERS:
             value = state_dict.get(prefix + name)
+            # the checkpoint's conv geometry wins: reallocate so that torch copies into it
             if value is not None and value.shape != getattr(self, name).shape:
                 setattr(self, name, torch.zeros_like(value, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        absent = [prefix + name for name in _CBN_BUFFERS if prefix + name in missing_keys]
-        if absent:
+        absent = [prefix + name for name in _CBN_ONLY_BUFFERS if prefix + name in missing_keys]
+        if absent:  # a plain BN's checkpoint (or an older layout): not an error, a fresh window
             for key in absent:
                 missing_keys.remove(key)
             if prefix + 'iter_count' in absent:
@@ -440,10 +340,19 @@ class CBN(_BatchNorm):
 
     # ------------------------------------------------------------------ forward
     def _check_input_dim(self, input: Tensor) -> None:
+        """Raise unless ``input`` is 4D.
+
+        Args:
+            input (Tensor): the layer's input.
+
+        Raises:
+            ValueError: for a tensor that is not (N, C, H, W).
+        """
         if input.dim() != 4:
             raise ValueError(f'CBN expects a 4D (N, C, H, W) input, got {input.dim()}D')
 
     def extra_repr(self) -> str:
+        """str: BN's representation plus CBN's options."""
         return (f'{super().extra_repr()}, buffer_num={self.buffer_num}, '
                 f'burnin_iters={self.burnin_iters}, grad_sample_stride={self.grad_sample_stride}, '
                 f'differentiable_compensation={self.differentiable_compensation}, '
@@ -459,28 +368,33 @@ class CBN(_BatchNorm):
             Tensor: the normalised tensor, same shape.
         """
         self._check_input_dim(x)
-        conv_io, self._conv_io = self._conv_io, None
+        conv_io, self._conv_io = self._conv_io, None  # consume this forward's capture
         self._compensating.zero_()  # (fill_(False) breaks torch.jit tracing: ONNX, FLOP counting)
         if not self.training:
             return super().forward(x)
         conv = self.conv
-        # statically known (no tensor value involved): is there a window to use at all?
-        linked = (self.buffer_num > 0 and conv is not None and conv_io is not None
-                  and conv_io[1] is x)
-        if not linked:
+        # statically known (no tensor value read): there is a window, a linked conv, and x is
+        # that conv's output of this forward (not a later op's result or an older capture)
+        uses_window = (self.buffer_num > 0 and conv is not None and conv_io is not None
+                       and conv_io[1] is x)
+        if not uses_window:
             self.iter_count.add_(1)
             self._advance_grid_phase()
-            # torch's BN refuses one value per channel; the path below handles it (variance 0)
-            if x.shape[0] * x.shape[2] * x.shape[3] > 1:
+            # torch's training-mode BN raises on one value per channel (no variance to take);
+            # _plain_forward normalises it with variance 0
+            if values_per_channel(x) > 1:
                 return super().forward(x)
             return self._plain_forward(x)
         step = self.iter_count
+        # record from the last buffer_num burn-in steps on: the window is full when it is used
         record = step >= self.burnin_iters - self.buffer_num
+        # past entries count only once the burn-in is over, and only in recorded slots
         valid = self.win_valid & (step >= self.burnin_iters)
+        # no graph through the compensation without the option, nor under torch.no_grad
         differentiable = self.differentiable_compensation and torch.is_grad_enabled()
         with torch.set_grad_enabled(differentiable):
             past_mu, past_nu = self._compensated_window(conv, detach=not differentiable)
-        out, mu_t, var_t, mu, var = _CrossIterationBN.apply(
+        out, mu_t, var_t, mu, var = CrossIterationBNFunction.apply(
             x, self.weight, self.bias, past_mu, past_nu, valid, self.eps)
         self._compensating.copy_(valid.any())
         if self.eval_stats == 'window':  # the pooled statistics, over n batches' positions
@@ -493,7 +407,14 @@ class CBN(_BatchNorm):
         return out
 
     def _plain_forward(self, x: Tensor) -> Tensor:
-        """Batch normalisation with the current statistics (also for one value per channel)."""
+        """Batch normalisation with the current statistics (also for one value per channel).
+
+        Args:
+            x (Tensor): the input (N, C, H, W).
+
+        Returns:
+            Tensor: the normalised input.
+        """
         var_t, mu_t = torch.var_mean(x if x.dtype == torch.float64 else x.float(),
                                      dim=(0, 2, 3), unbiased=False)
         out = self._normalize(x, mu_t, var_t)
@@ -501,7 +422,16 @@ class CBN(_BatchNorm):
         return out
 
     def _normalize(self, x: Tensor, mu: Tensor, var: Tensor) -> Tensor:
-        """Apply ``(x - mu) / sqrt(var + eps) * weight + bias`` per channel."""
+        """Apply ``(x - mu) / sqrt(var + eps) * weight + bias`` per channel.
+
+        Args:
+            x (Tensor): the input (N, C, H, W).
+            mu (Tensor): the mean (C,).
+            var (Tensor): the variance (C,).
+
+        Returns:
+            Tensor: the normalised input, in its dtype.
+        """
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight
@@ -523,22 +453,25 @@ class CBN(_BatchNorm):
         """
         if not self.track_running_stats:
             return
-        m = x.shape[0] * x.shape[2] * x.shape[3]
+        num_values = values_per_channel(x)
         if batches is not None:
-            m = batches.to(var.dtype) * m
+            num_values = batches.to(var.dtype) * num_values
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative average, without reading the counter
                 factor = self.num_batches_tracked.reciprocal().to(self.running_mean.dtype)
             else:
                 factor = self.momentum
+            # Bessel's correction m / (m - 1), left out for one value per channel (m = 1);
+            # a device tensor when m counts pooled batches, a Python int otherwise
             if batches is not None:
-                unbiased = var * (m / (m - 1).clamp_min(1))
+                unbiased = var * (num_values / (num_values - 1).clamp_min(1))
             else:
-                unbiased = var * (m / max(m - 1, 1))
+                unbiased = var * (num_values / max(num_values - 1, 1))
             self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
 
+    # ------------------------------------------------------------------ window
     def _conv_params(self, conv: nn.Conv2d, detach: bool = True) -> Tuple[Tensor, Tensor]:
         """Current weight (C, D) and bias (C,) of the conv in the window's dtype.
 
@@ -556,16 +489,6 @@ class CBN(_BatchNorm):
             bias = None if bias is None else bias.detach()
         weight = weight.to(dtype).reshape(self.num_features, -1)
         return weight, (weight.new_zeros(self.num_features) if bias is None else bias.to(dtype))
-
-    def _dot_mean_patch(self, dmu: Tensor, weight: Tensor) -> Tensor:
-        """Per-channel ``dmu[group(c)] . W_c`` for ``dmu`` of shape (K, G, D) -> (K, C).
-
-        Element-wise products and sums, not ``bmm``: autocast would run a ``bmm`` in half
-        precision, and the compensation subtracts two such dot products of similar size.
-        """
-        k, groups, dim = dmu.shape
-        w = weight.view(1, groups, self.num_features // groups, dim)
-        return (w * dmu[:, :, None, :]).sum(-1).reshape(k, self.num_features)
 
     def _compensated_window(self, conv: nn.Conv2d, detach: bool = True) -> Tuple[Tensor, Tensor]:
         """Statistics of every window slot, moved to the conv's current weights.
@@ -585,125 +508,8 @@ class CBN(_BatchNorm):
         win_dmu, win_dnu, win_mu = self.win_dmu, self.win_dnu, self.win_mu
         if not detach:  # autograd keeps them for the backward; _record overwrites a slot
             win_dmu, win_dnu, win_mu = win_dmu.clone(), win_dnu.clone(), win_mu.clone()
-        d_bias = bias[None] - self.win_bias
-        mu = self.win_mu + self._dot_mean_patch(win_dmu, weight) - self.win_dmu_w + d_bias
-        nu = self.win_nu + _dot(win_dnu, weight) - self.win_dnu_w + 2 * win_mu * d_bias
-        return mu, nu
-
-    def _stat_grads(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
-        """Exact ``d mu_c / d W_c`` (G, D) and ``d nu_c / d W_c`` (C, D) for this batch.
-
-        Args:
-            conv (nn.Conv2d): the linked conv.
-            conv_in (Tensor): its input in this forward.
-            y (Tensor): its output (this layer's input).
-
-        Returns:
-            tuple[Tensor, Tensor]: mean-patch per group and second-moment gradients.
-        """
-        padding = conv.padding
-        if conv.padding_mode != 'zeros':
-            conv_in = F.pad(conv_in, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-            padding = (0, 0)
-        groups, c = conv.groups, self.num_features
-        m = y.shape[0] * y.shape[2] * y.shape[3]
-        if y.dtype == torch.float16:
-            # sums over every position overflow float16 at realistic sizes (batch 48 at 64x48
-            # gave inf); bfloat16 has float32's range and stays as the conv computed it
-            y, conv_in = y.float(), conv_in.float()
-        elif conv_in.dtype != y.dtype:  # autocast: the conv computed in y's dtype
-            conv_in = conv_in.to(y.dtype)
-        dmu = self._mean_patch_sum(conv, conv_in, padding, y.shape[2:])
-        dnu, m_used = self._second_moment_grad_sum(conv, conv_in, padding, y.detach())
-        dtype = self.win_mu.dtype
-        return dmu.to(dtype).reshape(groups, -1) / m, dnu.to(dtype).reshape(c, -1) * (2.0 / m_used)
-
-    def _sample_strides(self, out_hw: Sequence[int]) -> Tuple[int, int]:
-        """Per direction, the stride of the sampling grid of output positions.
-
-        Args:
-            out_hw (Sequence[int]): the conv's output height and width.
-
-        Returns:
-            tuple[int, int]: ``grad_sample_stride``, or 1 in a direction smaller than it.
-        """
-        s = self.grad_sample_stride
-        return (s if out_hw[0] >= s else 1), (s if out_hw[1] >= s else 1)
-
-    def _sample_offsets(self, strides: Tuple[int, int]) -> Tuple[int, int]:
-        """This iteration's grid offset (row, column), cycling with the training steps.
-
-        Args:
-            strides (tuple[int, int]): from :meth:`_sample_strides`.
-
-        Returns:
-            tuple[int, int]: the offsets, from the Python cycle ``grid_phase``.
-        """
-        sh, sw = strides
-        phase = self.grid_phase % (sh * sw)
-        return phase // sw, phase % sw
-
-    def _second_moment_grad_sum(self, conv: nn.Conv2d, conv_in: Tensor, padding: Tuple[int, int],
-                                y: Tensor) -> Tuple[Tensor, int]:
-        """``sum y_c P`` over (a grid of) the output positions, and how many positions that is.
-
-        Output positions ``(oh + i * sh, ow + j * sw)`` of a conv with stride ``(th, tw)`` are the
-        outputs of the same conv with stride ``(th * sh, tw * sw)`` on the zero-padded input
-        cropped by ``(oh * th, ow * tw)``, so the grid's weight gradient is one smaller
-        ``convolution_backward`` on views of the input and output (no copy).
-
-        Args:
-            conv (nn.Conv2d): the conv.
-            conv_in (Tensor): its input, already padded if not zero-padded.
-            padding (tuple[int, int]): the zero padding still to apply.
-            y (Tensor): its output (N, C, H_out, W_out).
-
-        Returns:
-            tuple[Tensor, int]: the weight-shaped sum and the number of positions summed.
-        """
-        strides = self._sample_strides(y.shape[2:])
-        if strides == (1, 1):
-            grad = torch.nn.grad.conv2d_weight(conv_in, conv.weight.shape, y, conv.stride,
-                                               padding, conv.dilation, conv.groups)
-            return grad, y.shape[0] * y.shape[2] * y.shape[3]
-        (sh, sw), (th, tw) = strides, conv.stride
-        oh, ow = self._sample_offsets(strides)
-        if padding[0] or padding[1]:
-            conv_in = F.pad(conv_in, (padding[1], padding[1], padding[0], padding[0]))
-        conv_in = conv_in[:, :, oh * th:, ow * tw:]
-        y = y[:, :, oh::sh, ow::sw]
-        grad = torch.nn.grad.conv2d_weight(conv_in, conv.weight.shape, y, (th * sh, tw * sw),
-                                           (0, 0), conv.dilation, conv.groups)
-        return grad, y.shape[0] * y.shape[2] * y.shape[3]
-
-    @staticmethod
-    def _mean_patch_sum(conv: nn.Conv2d, conv_in: Tensor, padding: Tuple[int, int],
-                        out_hw: Tuple[int, int]) -> Tensor:
-        """Sum over the batch and all output positions of the conv's input patches.
-
-        Computed as one reduction over a strided view ``(C_in, kh, kw, H_out, W_out)`` of the
-        batch-summed, zero-padded input (no convolution, no per-tap loop).
-
-        Args:
-            conv (nn.Conv2d): the conv (kernel size, stride, dilation).
-            conv_in (Tensor): its input (N, C_in, H, W), already padded if not zero-padded.
-            padding (tuple[int, int]): the zero padding still to apply.
-            out_hw (tuple[int, int]): the conv's output height and width.
-
-        Returns:
-            Tensor: (C_in, kh, kw) patch sums.
-        """
-        summed = conv_in.sum(0)
-        if padding[0] or padding[1]:
-            summed = F.pad(summed, (padding[1], padding[1], padding[0], padding[0]))
-        summed = summed.contiguous()
-        (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
-        ho, wo = out_hw
-        c_stride, h_stride, w_stride = summed.stride()
-        taps = summed.as_strided(
-            (summed.shape[0], kh, kw, ho, wo),
-            (c_stride, dh * h_stride, dw * w_stride, sh * h_stride, sw * w_stride))
-        return taps.sum((3, 4))
+        return compensate_window(win_mu, self.win_nu, win_dmu, win_dnu, self.win_dmu_dot_w,
+                                 self.win_dnu_dot_w, self.win_bias, weight, bias)
 
     def _record(self, conv: nn.Conv2d, conv_in: Tensor, y: Tensor, mu: Tensor, nu: Tensor,
                 record: Tensor) -> None:
@@ -713,18 +519,27 @@ class CBN(_BatchNorm):
         says whether the entry counts: it becomes the slot's ``win_valid`` flag, and the ring
         position only advances when it is true, so a step before the recording phase leaves the
         ring where it was.
+
+        Args:
+            conv (nn.Conv2d): the linked conv.
+            conv_in (Tensor): its input in this forward.
+            y (Tensor): its output (this layer's input).
+            mu (Tensor): the batch's mean (C,).
+            nu (Tensor): the batch's second moment (C,).
+            record (Tensor): 0-dim bool, whether the entry counts.
         """
         slot = (self.win_pos % self.buffer_num).view(1)
         weight, bias = self._conv_params(conv)
         if conv.weight.requires_grad:
-            dmu, dnu = self._stat_grads(conv, conv_in, y)
+            mean_patch, dnu_dw = statistic_grads(conv, conv_in, y, self.grad_sample_stride,
+                                                 self.grid_phase, self.win_mu.dtype)
         else:  # frozen conv: the weights never change, the compensation term is zero
-            dmu, dnu = self.win_dmu.new_zeros(self.win_dmu.shape[1:]), \
-                self.win_dnu.new_zeros(self.win_dnu.shape[1:])
+            mean_patch = self.win_dmu.new_zeros(self.win_dmu.shape[1:])
+            dnu_dw = self.win_dnu.new_zeros(self.win_dnu.shape[1:])
         entry = dict(
-            win_dmu=dmu, win_dnu=dnu, win_mu=mu, win_nu=nu,
-            win_dmu_w=self._dot_mean_patch(dmu[None], weight)[0],
-            win_dnu_w=_dot(dnu, weight), win_bias=bias)
+            win_dmu=mean_patch, win_dnu=dnu_dw, win_mu=mu, win_nu=nu,
+            win_dmu_dot_w=dot_mean_patch(mean_patch[None], weight)[0],
+            win_dnu_dot_w=dot(dnu_dw, weight), win_bias=bias)
         for name, value in entry.items():
             buffer = getattr(self, name)
             buffer.index_copy_(0, slot, value.to(buffer.dtype)[None])

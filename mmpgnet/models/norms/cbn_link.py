@@ -14,7 +14,8 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from .cbn import CBN, unsupported_conv_reason
+from .cbn import CBN
+from .cbn_conv_support import unsupported_conv_reason
 
 
 @dataclass
