@@ -45,7 +45,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN_SCRIPT = osp.join(REPO_ROOT, 'tools', 'train.py')
-sys.path.append(REPO_ROOT)  # fallback only: an installed mmpgnet comes first (mmpose:: / mmdet:: paths)
+# fallback only: an installed mmpgnet comes first (its mmpose:: / mmdet:: paths)
+sys.path.append(REPO_ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import analysis_utils  # noqa: E402
 
 #: keys of a spec file: required ones, and the optional ones with their defaults
 REQUIRED_KEYS = ('base_config', 'variants', 'baseline', 'seeds')
@@ -281,10 +284,8 @@ def variant_config(spec: Spec, name: str):
     Returns:
         Config: the config (without seed or work dir: each run sets those).
     """
-    from mmengine.config import Config
-    from mmpgnet.utils.launch import resolve_config_path
     variant = spec.variants[name]
-    cfg = Config.fromfile(resolve_config_path(variant.config))
+    cfg = analysis_utils.load_config(variant.config)
     apply_schedule(cfg, spec.schedule)
     for options in (spec.cfg_options, variant.cfg_options):
         cfg.merge_from_dict(copy.deepcopy(options))  # merging pops `_delete_` from the dicts
@@ -327,11 +328,10 @@ def model_complexity(cfg, input_shape: Sequence[int]) -> dict:
     import torch
     from mmengine.analysis import get_model_complexity_info
     from mmengine.logging import MMLogger
-    from mmengine.registry import MODELS, DefaultScope
+
     import mmpgnet  # noqa: F401  (registers the project's modules)
-    scope = cfg.get('default_scope', 'mmpose')
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(copy.deepcopy(cfg.model))
+    scope = analysis_utils.config_scope(cfg)
+    model = analysis_utils.build_in_scope(copy.deepcopy(cfg.model), scope)
     model.eval()
     samples = None  # top-down pose models need none in tensor mode
     if scope == 'mmdet':  # detectors read the image shape from the samples
@@ -746,10 +746,9 @@ def markdown_table(rows: Sequence[dict], spec: Spec) -> str:
     """
     cost = [(key, title, fmt) for key, title, fmt in COST_COLUMNS
             if any(row.get(key) is not None for row in rows)]
-    lines = [f'| variant | n | {spec.metric} mean ± std | Δ vs {spec.baseline} (paired) | '
-             '95 % CI of Δ | CI excludes 0 | ' + ''.join(f'{t} | ' for _, t, _ in cost)
-             + 'seeds |',
-             '| --- | ---: | ---: | ---: | ---: | :---: | ' + '---: | ' * len(cost) + '--- |']
+    header = ['variant', 'n', f'{spec.metric} mean ± std', f'Δ vs {spec.baseline} (paired)',
+              '95 % CI of Δ', 'CI excludes 0'] + [title for _, title, _ in cost] + ['seeds']
+    cells = []
     for row in rows:
         seeds = ', '.join(str(s) for s in row['values'])
         if row['missing']:
@@ -761,10 +760,11 @@ def markdown_table(rows: Sequence[dict], spec: Spec) -> str:
             diff = f'{_num(m, True)} (n={len(row["diffs"])})'
             ci = f'[{_num(m - h, True)}, {_num(m + h, True)}]' if math.isfinite(h) else 'n/a'
             excl = 'n/a' if not math.isfinite(h) else ('yes' if abs(m) > h else 'no')
-        costs = ''.join('n/a | ' if row.get(key) is None else f'{row[key]:{fmt}} | '
-                        for key, _, fmt in cost)
-        lines.append(f'| {name} | {row["n"]} | {_num(row["mean"])} ± {_num(row["std"])} | {diff} '
-                     f'| {ci} | {excl} | {costs}{seeds} |')
+        costs = ['n/a' if row.get(key) is None else f'{row[key]:{fmt}}' for key, _, fmt in cost]
+        cells.append([name, row['n'], f'{_num(row["mean"])} ± {_num(row["std"])}', diff, ci, excl,
+                      *costs, seeds])
+    lines = [analysis_utils.format_markdown_table(header, cells,
+                                                  align='lrrrrc' + 'r' * len(cost) + 'l')]
     lines += ['', f'Δ = variant − {spec.baseline} on the same seed (the seeds both have). '
               '95 % CI: mean Δ ± t(0.975, n−1) · sd(Δ) / √n (Student t, sample sd); n/a below 2 '
               'paired seeds. An interval that excludes 0: the variant differs from the baseline '
@@ -803,9 +803,7 @@ def plot_summary(rows: Sequence[dict], spec: Spec, out_file: str) -> None:
         spec (Spec): the spec.
         out_file (str): PNG path.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = analysis_utils.pyplot()
     others = [r for r in rows if r['variant'] != spec.baseline]
     fig, (ax1, ax2) = plt.subplots(
         1, 2, figsize=(max(9, 1.6 * (len(rows) + len(others)) + 4), 4.5),
@@ -825,9 +823,7 @@ def plot_summary(rows: Sequence[dict], spec: Spec, out_file: str) -> None:
     handles, names = ax1.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     ax1.legend(unique.values(), unique.keys(), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_file, dpi=110)
-    plt.close(fig)
+    analysis_utils.save_figure(fig, out_file, dpi=110)
 
 
 def count_stale(records: Sequence[dict], jobs: Sequence[Job]) -> int:

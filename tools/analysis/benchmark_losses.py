@@ -23,18 +23,24 @@ Example::
 """
 import argparse
 import ctypes
+import functools
 import gc
-import statistics
-import time
+import os.path as osp
+import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import analysis_utils  # noqa: E402
+
 # ours first so that `import mmpgnet` registers them; mmdet's are imported directly.
+# isort: off
 from mmpgnet.models.losses import CDIoULoss, GIoULoss  # noqa: E402
 from mmdet.models.losses import DIoULoss as MMDetDIoULoss  # noqa: E402
 from mmdet.models.losses import GIoULoss as MMDetGIoULoss  # noqa: E402
+# isort: on
 
 #: (label, factory, reference label for the ratio)
 LOSSES: List[Tuple[str, Callable[[], nn.Module], Optional[str]]] = [
@@ -81,12 +87,9 @@ def random_boxes(n: int, generator: torch.Generator, dtype: torch.dtype) -> Tupl
     return boxes(target[:, :2]), target
 
 
-def run_once(loss: nn.Module, pred: Tensor, target: Tensor) -> float:
-    """One forward + backward; returns its wall time in seconds."""
-    leaf = pred.detach().requires_grad_(True)
-    start = time.perf_counter()
-    loss(leaf, target).backward()
-    return time.perf_counter() - start
+def forward_backward(loss: nn.Module, pred: Tensor, target: Tensor) -> None:
+    """One forward + backward of ``loss`` from a fresh leaf copy of ``pred``."""
+    loss(pred.detach().requires_grad_(True), target).backward()
 
 
 def saved_bytes(loss: nn.Module, pred: Tensor, target: Tensor) -> int:
@@ -157,17 +160,13 @@ def main() -> None:
     print('-' * len(header))
     for n in args.sizes:
         pred, target = random_boxes(n, generator, dtype)
-        times: Dict[str, List[float]] = {label: [] for label in losses}
-        for _ in range(args.warmup):
-            for label, loss in losses.items():
-                run_once(loss, pred, target)
-        for _ in range(args.repeats):
-            for label, loss in losses.items():
-                times[label].append(run_once(loss, pred, target))
+        timings = analysis_utils.time_round_robin(
+            [functools.partial(forward_backward, loss, pred, target) for loss in losses.values()],
+            args.repeats, args.warmup)
         results = {}
-        for label, loss in losses.items():
-            results[label] = (statistics.median(times[label]) * 1e3,
-                              saved_bytes(loss, pred, target), peak_rss_bytes(loss, pred, target))
+        for (label, loss), timing in zip(losses.items(), timings):
+            results[label] = (timing.median_ms, saved_bytes(loss, pred, target),
+                              peak_rss_bytes(loss, pred, target))
         for label, _, ref in LOSSES:
             ms, saved, peak = results[label]
 

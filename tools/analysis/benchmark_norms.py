@@ -27,13 +27,15 @@ import json
 import os
 import os.path as osp
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from typing import Dict, List
 
-DEFAULT_CONFIG = 'mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py'
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import analysis_utils  # noqa: E402
+
+DEFAULT_CONFIG = ('mmpose::body_2d_keypoint/topdown_heatmap/coco/'
+                  'td-hm_res50_8xb64-210e_coco-256x192.py')
 
 #: name -> (norm_cfg, note)
 VARIANTS: Dict[str, tuple] = {
@@ -96,15 +98,11 @@ def build_model(config: str, norm_cfg: dict, device: str):
     Returns:
         nn.Module: the model in train mode.
     """
-    from mmengine.config import Config
-    from mmengine.hub import get_config
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
     from mmpose.registry import MODELS
 
     import mmpgnet  # noqa: F401  (registers CBN)
-    cfg = get_config(config) if '::' in config else Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmpose'))
+    cfg = analysis_utils.load_config(config, init_scope=True)
     cfg.model.backbone.norm_cfg = dict(norm_cfg, requires_grad=True)
     cfg.model.backbone.pop('init_cfg', None)
     cfg.model.backbone.norm_eval = False
@@ -154,6 +152,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         dict: variant, ms per iteration, peak memory (MiB), final loss, compensated layers.
     """
     import torch
+
     from mmpgnet.models.norms import link_cbn_layers
     torch.manual_seed(args.seed)
     norm_cfg, note = VARIANTS[args.worker]
@@ -162,28 +161,25 @@ def run_worker(args: argparse.Namespace) -> dict:
     model.test_cfg = dict(model.test_cfg or {}, flip_test=False)
     report = link_cbn_layers(model, lambda: model.loss(images, samples))
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    times, loss = [], None
-    for i in range(args.warmup + args.iters):
-        if args.device.startswith('cuda'):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def step():
         losses = model.loss(images, samples)
         loss = sum(v for k, v in losses.items() if 'loss' in k)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if args.device.startswith('cuda'):
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
+        return loss
+
+    timing = analysis_utils.time_calls(step, args.iters, args.warmup,
+                                       sync=analysis_utils.device_sync(args.device))
     if args.device.startswith('cuda'):
         peak = torch.cuda.max_memory_allocated() / 2**20
         how = 'torch.cuda.max_memory_allocated'
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         how = 'peak RSS of the subprocess'
-    return dict(variant=args.worker, ms=1000 * statistics.median(times), peak_mib=peak,
-                memory=how, loss=float(loss), linked=len(report.linked),
+    return dict(variant=args.worker, ms=timing.median_ms, peak_mib=peak,
+                memory=how, loss=float(timing.last), linked=len(report.linked),
                 skipped=len(report.skipped), note=note)
 
 
@@ -217,14 +213,12 @@ def format_table(rows: List[dict]) -> str:
         str: a Markdown table.
     """
     base = next((r for r in rows if r['variant'] == 'BN'), rows[0])
-    lines = [f"| variant | ms/iter | peak MiB | loss | time / {base['variant']} | "
-             f"memory / {base['variant']} | CBN linked | note |",
-             '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |']
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['ms']:.0f} | {r['peak_mib']:.0f} | {r['loss']:.5f} | "
-                     f"{r['ms'] / base['ms']:.3f} | {r['peak_mib'] / base['peak_mib']:.3f} | "
-                     f"{r['linked']}/{r['linked'] + r['skipped']} | {r['note']} |")
-    return '\n'.join(lines)
+    header = ['variant', 'ms/iter', 'peak MiB', 'loss', f"time / {base['variant']}",
+              f"memory / {base['variant']}", 'CBN linked', 'note']
+    cells = [[r['variant'], f"{r['ms']:.0f}", f"{r['peak_mib']:.0f}", f"{r['loss']:.5f}",
+              f"{r['ms'] / base['ms']:.3f}", f"{r['peak_mib'] / base['peak_mib']:.3f}",
+              f"{r['linked']}/{r['linked'] + r['skipped']}", r['note']] for r in rows]
+    return analysis_utils.format_markdown_table(header, cells, align='lrrrrrrl')
 
 
 def save_plot(rows: List[dict], path: str) -> None:
@@ -234,9 +228,7 @@ def save_plot(rows: List[dict], path: str) -> None:
         rows (list[dict]): results.
         path (str): PNG path.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = analysis_utils.pyplot()
     base = next((r for r in rows if r['variant'] == 'BN'), rows[0])
     names = [r['variant'] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -245,9 +237,7 @@ def save_plot(rows: List[dict], path: str) -> None:
         ax.axhline(1.0, color='gray', lw=0.8)
         ax.set_title(f'{title} (ratio to {base["variant"]})')
         ax.tick_params(axis='x', rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    analysis_utils.save_figure(fig, path, dpi=100)
 
 
 def main(argv: List[str] = None) -> None:

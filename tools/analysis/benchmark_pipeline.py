@@ -4,7 +4,7 @@ For every number of micro-batches M it measures the time of one training step (f
 backward and optimizer step of a whole batch) of
 
 * T1: one process, one thread, running the *same* M micro-batches one after the other through
-  the whole model (:class:`PipelineGuidanceWrapper` in local mode = gradient accumulation);
+  the whole model (:class:`PipelineParallelWrapper` in local mode = gradient accumulation);
 * T2: the S=2 stage pipeline on 2 processes with one thread each (torch.distributed.pipelining,
   GPipe or 1F1B, gloo), cut by ``split_points='auto'`` (measured per-block time).
 
@@ -39,7 +39,9 @@ from datetime import timedelta
 from typing import Dict, List
 
 sys.path.append(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import analysis_utils  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
@@ -63,9 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     """A ResNet + heatmap-head top-down pose model (blocks of similar cost: stages balance)."""
-    import mmpgnet  # noqa: F401
     from mmengine.registry import DefaultScope
     from mmpose.registry import MODELS
+
+    import mmpgnet  # noqa: F401
     DefaultScope.get_instance(f'bench-{os.getpid()}-{time.time()}', scope_name='mmpose')
     height, width = args.input_size
     channels = 512 if args.depth < 50 else 2048
@@ -95,24 +98,20 @@ def make_batch(args: argparse.Namespace) -> dict:
 def time_steps(args: argparse.Namespace, micro: int) -> Dict[str, float]:
     """Median step time (and bubble) of the wrapper in this process's mode (local or stage)."""
     from mmengine.optim import OptimWrapper
-    from mmpgnet.engine.model_wrappers import PipelineGuidanceWrapper
+
+    from mmpgnet.engine.model_wrappers import PipelineParallelWrapper
     model = build_model(args)
-    wrapper = PipelineGuidanceWrapper(model, num_stages=NUM_STAGES, num_microbatches=micro,
+    wrapper = PipelineParallelWrapper(model, num_stages=NUM_STAGES, num_microbatches=micro,
                                       schedule=args.schedule, split_points='auto')
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
     data = make_batch(args)
-    times, bubbles = [], []
-    for it in range(args.warmup + args.iters):
-        if dist.is_initialized():
-            dist.barrier()
-        start = time.perf_counter()
-        wrapper.train_step(data, optim)
-        elapsed = time.perf_counter() - start
-        if it >= args.warmup:
-            times.append(elapsed)
-            bubbles.append(wrapper.last_stats['bubble'])
+    bubbles = []
+    timing = analysis_utils.time_calls(
+        lambda: wrapper.train_step(data, optim), args.iters, args.warmup,
+        before=dist.barrier if dist.is_initialized() else None,
+        each=lambda _: bubbles.append(wrapper.last_stats.bubble))
     stage_ms = wrapper.report.stage_ms() if wrapper.report else []
-    return dict(step_s=statistics.median(times), bubble=statistics.mean(bubbles),
+    return dict(step_s=timing.median_s, bubble=statistics.mean(bubbles),
                 stage_ms=stage_ms, split=wrapper.stage_modules[1].block_names[0])
 
 
@@ -174,16 +173,15 @@ def run(args: argparse.Namespace) -> List[dict]:
 def format_table(rows: List[dict], args: argparse.Namespace) -> str:
     """The results as one Markdown table."""
     head = (f'ResNet-{args.depth} pose, batch {args.batch_size}, input {args.input_size[0]}x'
-            f'{args.input_size[1]}, {args.schedule}, S=2, 1 thread per process\n\n'
-            '| M | 1 proc s/batch | 2-stage s/batch | img/s 1 proc | img/s 2-stage | speed-up '
-            '| ideal speed-up | efficiency | bubble measured | bubble ideal | cut before |\n'
-            '|---|---|---|---|---|---|---|---|---|---|---|\n')
-    body = ''.join(
-        f"| {r['M']} | {r['t1_s']:.3f} | {r['t2_s']:.3f} | {r['throughput_1']:.1f} | "
-        f"{r['throughput_2']:.1f} | {r['speedup']:.2f} | {r['ideal_speedup']:.2f} | "
-        f"{r['efficiency']:.2f} | {r['bubble']:.3f} | {r['ideal_bubble']:.3f} | "
-        f"{r['split']} |\n" for r in rows)
-    return head + body
+            f'{args.input_size[1]}, {args.schedule}, S=2, 1 thread per process\n\n')
+    header = ['M', '1 proc s/batch', '2-stage s/batch', 'img/s 1 proc', 'img/s 2-stage',
+              'speed-up', 'ideal speed-up', 'efficiency', 'bubble measured', 'bubble ideal',
+              'cut before']
+    cells = [[r['M'], f"{r['t1_s']:.3f}", f"{r['t2_s']:.3f}", f"{r['throughput_1']:.1f}",
+              f"{r['throughput_2']:.1f}", f"{r['speedup']:.2f}", f"{r['ideal_speedup']:.2f}",
+              f"{r['efficiency']:.2f}", f"{r['bubble']:.3f}", f"{r['ideal_bubble']:.3f}",
+              r['split']] for r in rows]
+    return head + analysis_utils.format_markdown_table(header, cells) + '\n'
 
 
 def main(argv=None) -> List[dict]:

@@ -46,6 +46,7 @@ from mmpgnet.models.norms import CBN, link_cbn_layers
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import ablate  # noqa: E402
+import analysis_utils  # noqa: E402
 
 #: CBN variants: name -> options of :class:`CBN` beyond the window and the burn-in
 CBN_VARIANTS = {
@@ -285,7 +286,7 @@ def batch_summary(args: argparse.Namespace, batch_size: int,
     rows = ablate.summarize_values(values, args.baseline, args.seeds)
     view = types.SimpleNamespace(metric='test acc', baseline=args.baseline, seeds=args.seeds,
                                  variants=values)
-    extra = []
+    extra = []  # cells of the second table
     for kind in args.norms:
         runs = [results[(batch_size, kind, s)] for s in args.seeds
                 if (batch_size, kind, s) in results]
@@ -293,14 +294,15 @@ def batch_summary(args: argparse.Namespace, batch_size: int,
             ratios = [r['running_var_ratio'] for r in runs
                       if r.get('running_var_ratio') is not None]
             ratio = f'{sum(ratios) / len(ratios):.3f}' if ratios else '-'
-            extra.append(f'| {kind} | {int(runs[0]["buffer_num"]) or "-"} | '
-                         f'{sum(r["train_loss"] for r in runs) / len(runs):.4f} | '
-                         f'{sum(r["test_loss"] for r in runs) / len(runs):.4f} | {ratio} | '
-                         f'{sum(r["seconds"] for r in runs) / len(runs):.1f} |')
+            extra.append([kind, int(runs[0]['buffer_num']) or '-',
+                          f'{sum(r["train_loss"] for r in runs) / len(runs):.4f}',
+                          f'{sum(r["test_loss"] for r in runs) / len(runs):.4f}', ratio,
+                          f'{sum(r["seconds"] for r in runs) / len(runs):.1f}'])
+    header = ['norm', 'CBN window', 'train loss (last epoch)', 'test loss',
+              'running var / population var', 's/run']
     text = (f'### batch {batch_size}\n\n' + ablate.markdown_table(rows, view).split('\n\nΔ')[0]
-            + '\n\n| norm | CBN window | train loss (last epoch) | test loss | running var / '
-            'population var | s/run |\n| --- | ---: | ---: | ---: | ---: | ---: |\n'
-            + '\n'.join(extra) + '\n')
+            + '\n\n' + analysis_utils.format_markdown_table(header, extra, align='lrrrrr')
+            + '\n')
     return text, rows
 
 
@@ -363,9 +365,7 @@ def plot(summary: Dict[int, list], args: argparse.Namespace, out_file: str) -> N
         args (argparse.Namespace): options.
         out_file (str): PNG path.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = analysis_utils.pyplot()
     fig, axes = plt.subplots(1, len(summary), figsize=(1.3 * len(args.norms) * len(summary) + 2,
                                                        4.5), squeeze=False, sharey=True)
     colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(args.seeds)}
@@ -377,9 +377,7 @@ def plot(summary: Dict[int, list], args: argparse.Namespace, out_file: str) -> N
     handles, names = axes[0][0].get_legend_handles_labels()
     unique = dict(zip(names, handles))
     axes[0][0].legend(unique.values(), unique.keys(), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_file, dpi=110)
-    plt.close(fig)
+    analysis_utils.save_figure(fig, out_file, dpi=110)
 
 
 if __name__ == '__main__':

@@ -38,9 +38,7 @@ import gc
 import os
 import os.path as osp
 import platform
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -49,6 +47,9 @@ from torch import Tensor, nn
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.append(REPO_ROOT)  # fallback only: an installed mmpgnet comes first
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import analysis_utils  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401  (registers CFFM, CBN, the losses)
 from mmpgnet.utils.optional_packages import package_unavailable_reason  # noqa: E402
@@ -136,11 +137,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def _release(device: torch.device) -> None:
     gc.collect()
     if device.type == 'cuda':
@@ -161,26 +157,14 @@ def measure(step: Callable[[], Tensor], device: torch.device, warmup: int,
         Measure: the median time, the peak memory of the timed calls and the last loss.
     """
     _release(device)  # what earlier measurements left
-    loss = None
-    first_s = None
-    for i in range(warmup):
-        start = time.perf_counter()
-        loss = step()
-        if i == 0:
-            _sync(device)
-            first_s = time.perf_counter() - start
-    _sync(device)
-    if device.type == 'cuda':
+    sync = analysis_utils.device_sync(device)
+    first_s, _ = analysis_utils.warm_up(step, warmup, sync)
+    if sync is not None:
+        sync()
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        loss = step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    timing = analysis_utils.time_calls(step, repeats, sync=sync)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
-    return Measure(1000 * statistics.median(times), peak, float(loss.detach()), first_s)
+    return Measure(timing.median_ms, peak, float(timing.last.detach()), first_s)
 
 
 def _optim_wrapper(params: List[nn.Parameter], precision: str, optimizer: Callable):
@@ -212,11 +196,8 @@ def build_pose_model(config: str, device: torch.device) -> nn.Module:
     Returns:
         nn.Module: the model.
     """
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    from mmpgnet.utils.launch import resolve_config_path
-    cfg = Config.fromfile(resolve_config_path(config))
-    init_default_scope(cfg.get('default_scope', 'mmpose'))
+    from mmengine.registry import MODELS
+    cfg = analysis_utils.load_config(config, init_scope=True)
     cfg.model.backbone.init_cfg = None
     return MODELS.build(cfg.model).to(device).train()
 
@@ -498,17 +479,14 @@ def format_table(rows: List[Row]) -> str:
     Returns:
         str: the table.
     """
-    lines = ['| comparison (ours vs peer) | precision | size | ours ms/step | peer ms/step | '
-             'time ours/peer | ours peak MiB | peer peak MiB | memory ours/peer | '
-             'last loss ours / peer | notes |',
-             '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |']
-    for r in rows:
-        lines.append(
-            f'| {r.comparison} | {r.precision} | {r.size} | {r.ours.ms:.2f} | {r.peer.ms:.2f} | '
-            f'{r.ours.ms / r.peer.ms:.2f} | {_mib(r.ours.peak_mib)} | {_mib(r.peer.peak_mib)} | '
-            f'{_ratio(r.ours.peak_mib, r.peer.peak_mib)} | {r.ours.loss:.4g} / '
-            f'{r.peer.loss:.4g} | {"; ".join(n for n in r.notes if n)} |')
-    return '\n'.join(lines)
+    header = ['comparison (ours vs peer)', 'precision', 'size', 'ours ms/step', 'peer ms/step',
+              'time ours/peer', 'ours peak MiB', 'peer peak MiB', 'memory ours/peer',
+              'last loss ours / peer', 'notes']
+    cells = [[r.comparison, r.precision, r.size, f'{r.ours.ms:.2f}', f'{r.peer.ms:.2f}',
+              f'{r.ours.ms / r.peer.ms:.2f}', _mib(r.ours.peak_mib), _mib(r.peer.peak_mib),
+              _ratio(r.ours.peak_mib, r.peer.peak_mib), f'{r.ours.loss:.4g} / {r.peer.loss:.4g}',
+              '; '.join(n for n in r.notes if n)] for r in rows]
+    return analysis_utils.format_markdown_table(header, cells, align='lllrrrrrr')
 
 
 def environment(device: torch.device, args: argparse.Namespace) -> str:

@@ -39,12 +39,15 @@ import json
 import math
 import os
 import os.path as osp
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import analysis_utils  # noqa: E402
 from mmdet.models.losses.iou_loss import diou_loss as mmdet_diou_loss  # noqa: E402
 from mmdet.models.losses.iou_loss import giou_loss as mmdet_giou_loss  # noqa: E402
 from mmdet.models.losses.iou_loss import iou_loss as mmdet_iou_loss  # noqa: E402
@@ -201,9 +204,10 @@ def authors_ascent(boxes: Tensor, targets: Tensor, kind: str,
       horizontally (``l < l_t`` and ``r > r_t``), ``Cw.dw = -1`` where ``Cw = w`` gives ``+1``;
       likewise ``Ch.dh`` vertically.
     * ``'diou-xy-sign'`` (``dDIOU.m`` lines 73-74):
-      ``s.dx = (2 (x_t - x) c^2 - dc^2/dx rho^2) / c^4``; the derivative of ``-rho^2 / c^2`` is ``(2 (x_t - x) c^2 + dc^2/dx rho^2) / c^4`` (the
-      quotient rule with ``-d(rho^2)/dx = 2 (x_t - x)``): the enclosing-box term of the centre
-      derivative has the wrong sign (lines 75-76, the w / h derivatives, have the right one).
+      ``s.dx = (2 (x_t - x) c^2 - dc^2/dx rho^2) / c^4``; the derivative of ``-rho^2 / c^2`` is
+      ``(2 (x_t - x) c^2 + dc^2/dx rho^2) / c^4`` (the quotient rule with
+      ``-d(rho^2)/dx = 2 (x_t - x)``): the enclosing-box term of the centre derivative has the
+      wrong sign (lines 75-76, the w / h derivatives, have the right one).
 
     Kept in every case (not a quirk): the IoU derivative is 0 unless the boxes overlap and
     ``U > 0`` (``dIOU.m`` line 11), and for a box of non-positive width the left derivative is
@@ -364,10 +368,7 @@ def first_below(errors: List[float], fraction: float) -> Optional[int]:
 
 def plot(curves: Dict[str, List[float]], cases: int, path: str, note: str = '') -> None:
     """Save the error curves (log-scale y) as a PNG."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
+    plt = analysis_utils.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, errors in curves.items():
         style = '--' if 'mmpgnet' in name else '-'
@@ -378,9 +379,7 @@ def plot(curves: Dict[str, List[float]], cases: int, path: str, note: str = '') 
     ax.set_title(f'IoU-loss regression simulation, {cases:,} cases{note}')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    analysis_utils.save_figure(fig, path, dpi=120)
 
 
 def fmt(x: float) -> str:
@@ -431,16 +430,15 @@ def main() -> None:
     iters = [i for i in REPORT_ITERS if i <= args.iters]
     if args.iters not in iters:
         iters.append(args.iters)
-    header = (f'| {"loss":<22} | {"gradient":<8} | {"start":>9} | ' +
-              ' | '.join(f'{f"it {i}":>9}' for i in iters) +
-              f' | {"<=10% at":>8} | {"time s":>6} |')
-    print(header)
-    print('|' + '|'.join('-' * (len(col)) for col in header.split('|')[1:-1]) + '|')
+    header = [f'{"loss":<22}', f'{"gradient":<8}', f'{"start":>9}',
+              *(f'{f"it {i}":>9}' for i in iters), f'{"<=10% at":>8}', f'{"time s":>6}']
+    rows = []
     for name, errors in curves.items():
         below = first_below(errors, 0.1)
-        print(f'| {name:<22} | {grads[name]:<8} | {fmt(errors[0]):>9} | ' +
-              ' | '.join(f'{fmt(errors[i]):>9}' for i in iters) +
-              f' | {str(below) if below else "never":>8} | {seconds[name]:>6.1f} |')
+        rows.append([f'{name:<22}', f'{grads[name]:<8}', f'{fmt(errors[0]):>9}',
+                     *(f'{fmt(errors[i]):>9}' for i in iters),
+                     f'{str(below) if below else "never":>8}', f'{seconds[name]:>6.1f}'])
+    print(analysis_utils.format_markdown_table(header, rows, padded=True))
     print(f'total wall time {total:.1f} s')
 
     os.makedirs(args.out, exist_ok=True)

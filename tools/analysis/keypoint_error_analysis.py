@@ -26,9 +26,13 @@ import copy
 import io
 import json
 import os.path as osp
+import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import analysis_utils  # noqa: E402
 
 #: a key point is a gross error below this OKS, a fine error at or above it
 GROSS_OKS = 0.5
@@ -257,15 +261,16 @@ def format_report(report: Dict) -> str:
     lines = [f"{p['count']} people matched ({p['unmatched']} predictions unmatched); "
              f"mean OKS {p['mean_oks']:.3f}; OKS > 0.5 / 0.75 / "
              f"0.9: {p['share_oks>0.5']:.1%} / {p['share_oks>0.75']:.1%} / "
-             f"{p['share_oks>0.9']:.1%}", '',
-             '| key point | OKS visible (n) | OKS covered (n) | median error / sqrt(area) |',
-             '| --- | --- | --- | --- |']
-    for name, row in report['keypoints'].items():
-        lines.append(f"| {name} | {row['oks_visible']:.3f} ({row['visible']}) | "
-                     f"{row['oks_covered']:.3f} ({row['covered']}) | {row['median_error']:.3f} |")
-    lines += ['', '| oracle | AP | AP50 | AP75 |', '| --- | --- | --- | --- |']
-    for name, ap in report['oracles'].items():
-        lines.append(f"| {name} | {ap['AP']:.3f} | {ap['AP50']:.3f} | {ap['AP75']:.3f} |")
+             f"{p['share_oks>0.9']:.1%}", '']
+    lines.append(analysis_utils.format_markdown_table(
+        ['key point', 'OKS visible (n)', 'OKS covered (n)', 'median error / sqrt(area)'],
+        [[name, f"{row['oks_visible']:.3f} ({row['visible']})",
+          f"{row['oks_covered']:.3f} ({row['covered']})", f"{row['median_error']:.3f}"]
+         for name, row in report['keypoints'].items()]))
+    lines += ['', analysis_utils.format_markdown_table(
+        ['oracle', 'AP', 'AP50', 'AP75'],
+        [[name, f"{ap['AP']:.3f}", f"{ap['AP50']:.3f}", f"{ap['AP75']:.3f}"]
+         for name, ap in report['oracles'].items()])]
     return '\n'.join(lines)
 
 

@@ -32,25 +32,25 @@ Example::
     python tools/analysis/neck_complexity.py --only b --memory-format channels_last --repeats 9
 """
 import argparse
+import functools
 import os
 import os.path as osp
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.append(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import analysis_utils  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from mmengine.analysis import get_model_complexity_info  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401
-from mmpgnet.utils.launch import resolve_config_path  # noqa: E402
 from mmpgnet.utils.tensor_tree import map_tensors  # noqa: E402
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -111,11 +111,11 @@ class TensorForward(nn.Module):
 
 def _load_model_cfg(config: str) -> Tuple[Config, str]:
     """Load a config's model, without pretrained weights; return it and its scope."""
-    cfg = Config.fromfile(resolve_config_path(config))
+    cfg = analysis_utils.load_config(config)
     model = cfg.model
     if model.get('backbone', {}).get('init_cfg') is not None:
         model.backbone.init_cfg = None
-    return model, cfg.get('default_scope', 'mmengine')
+    return model, analysis_utils.config_scope(cfg, 'mmengine')
 
 
 def build_model(config: str) -> nn.Module:
@@ -128,12 +128,11 @@ def build_model(config: str) -> nn.Module:
         nn.Module: the model.
     """
     model_cfg, scope = _load_model_cfg(config)
-    with DefaultScope.overwrite_default_scope(scope):
-        if scope == 'mmdet':
-            from mmdet.registry import MODELS
-        else:
-            from mmpose.registry import MODELS
-        model = MODELS.build(model_cfg)
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmpose.registry import MODELS
+    model = analysis_utils.build_in_scope(model_cfg, scope, MODELS)
     return model.eval()  # default initialisation: weights do not change FLOPs or latency
 
 
@@ -155,9 +154,7 @@ def build_neck(config: str) -> nn.Module:
     """The neck of a detection config, alone."""
     model_cfg, scope = _load_model_cfg(config)
     from mmdet.registry import MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        neck = MODELS.build(model_cfg.neck)
-    return neck.eval()
+    return analysis_utils.build_in_scope(model_cfg.neck, scope, MODELS).eval()
 
 
 def image_input(hw: Tuple[int, int]) -> Callable[[int], tuple]:
@@ -195,15 +192,10 @@ def median_latencies_ms(modules: Sequence[nn.Module], args_list: Sequence[tuple]
     Returns:
         list[float]: the median time of each module, in ms.
     """
-    times: List[List[float]] = [[] for _ in modules]
+    calls = [functools.partial(module, *args) for module, args in zip(modules, args_list)]
     with torch.inference_mode():
-        for round_idx in range(warmup + repeats):
-            for i, (module, args) in enumerate(zip(modules, args_list)):
-                start = time.perf_counter()
-                module(*args)
-                if round_idx >= warmup:
-                    times[i].append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+        timings = analysis_utils.time_round_robin(calls, repeats, warmup)
+    return [timing.median_ms for timing in timings]
 
 
 def compile_modules(modules: Sequence[nn.Module], args_list: Sequence[tuple],
@@ -328,7 +320,7 @@ def format_table(entries: List[Entry], args: argparse.Namespace) -> str:
     latency_cols = _latency_columns(entries, args)
     header = ['comparison', 'model', 'params (M)', 'GFLOPs (G mult-adds)'
               ] + [title for _, title, _, _ in latency_cols]
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+    rows = []
     baselines: Dict[str, Entry] = {}
     for entry in entries:
         base = baselines.setdefault(entry.group, entry)
@@ -337,7 +329,8 @@ def format_table(entries: List[Entry], args: argparse.Namespace) -> str:
                  _cell(r['flops'], b['flops'], '.2f')]
         cells += [_cell(r.get(key), b.get(key) if ratio else None, fmt)
                   for key, _, fmt, ratio in latency_cols]
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        rows.append(cells)
+    lines = [analysis_utils.format_markdown_table(header, rows)]
     compiled = any(key.startswith('lat1c_') for key, _, _, _ in latency_cols)
     lines.append('')
     lines.append(

@@ -8,7 +8,11 @@ import argparse
 import glob
 import json
 import os.path as osp
+import sys
 from typing import Dict, List, Tuple
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import analysis_utils  # noqa: E402
 
 
 def read_scalars(work_dir: str) -> Tuple[List[dict], List[dict]]:
@@ -47,9 +51,7 @@ def plot_curves(work_dir: str, out_file: str, metric: str = 'coco/AP') -> Dict[s
     Returns:
         dict: the last loss and the last and best metric values.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = analysis_utils.pyplot()
     train, val = read_scalars(work_dir)
     if not train:
         raise ValueError(f'{work_dir}: the log has no training loss records')
@@ -67,9 +69,7 @@ def plot_curves(work_dir: str, out_file: str, metric: str = 'coco/AP') -> Dict[s
         ax2.plot(*zip(*points), marker='o')
     ax2.set(xlabel='epoch', ylabel=metric, title=f'Validation {metric}', ylim=(0, 1))
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_file, dpi=110)
-    plt.close(fig)
+    analysis_utils.save_figure(fig, out_file, dpi=110)
     summary = dict(last_loss=train[-1]['loss'])
     if points:
         summary.update(last_metric=points[-1][1], best_metric=max(v for _, v in points))
