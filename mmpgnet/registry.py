@@ -10,24 +10,25 @@ The naming rule (also in the README):
   replacement of mmdet's). A downstream package that does not import here (see
   :mod:`mmpgnet.utils.optional_packages`) is skipped: mmpgnet works on torch, mmengine and
   ``mmcv-lite`` alone, through the ``mmpgnet.`` names.
-* Norm layers, hooks and model wrappers are registered in MMEngine's *root* registries under
-  their bare name as well, because that is where mmcv's ``build_norm_layer`` and MMEngine's
-  ``Runner`` look them up from every scope (``norm_cfg=dict(type='CBN')``,
-  ``custom_hooks=[dict(type='CBNHook')]``). A bare name that the root already holds is refused
+* Norm layers, hooks, model and optimizer wrappers and runners are registered in MMEngine's
+  *root* registries under their bare name as well, because that is where mmcv's
+  ``build_norm_layer`` and MMEngine's ``Runner`` look them up from every scope
+  (``norm_cfg=dict(type='CBN')``, ``custom_hooks=[dict(type='CBNHook')]``,
+  ``runner_type='PipelineParallelRunner'``). A bare name that the root already holds is refused
   with an error instead of being overwritten.
 
-Use :func:`register_model`, :func:`register_norm_layer`, :func:`register_hook` and
-:func:`register_model_wrapper` as class decorators; ``import mmpgnet`` runs them all.
+Only the registries that mmpgnet registers something in are declared here. Use
+:func:`register_model`, :func:`register_norm_layer`, :func:`register_hook`,
+:func:`register_model_wrapper`, :func:`register_optim_wrapper` and :func:`register_runner` as
+class decorators; ``import mmpgnet`` runs them all.
 """
 from typing import Callable, Iterable, Optional, Type
 
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import RUNNERS as MMENGINE_RUNNERS
 from mmengine.registry import Registry
 
 from mmpgnet.utils.optional_packages import package_available
@@ -41,12 +42,7 @@ MODEL_WRAPPERS = Registry(
     'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='mmpgnet', locations=['mmpgnet.engine'])
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmpgnet', locations=['mmpgnet.engine'])
-DATASETS = Registry(
-    'dataset', parent=MMENGINE_DATASETS, scope='mmpgnet', locations=['mmpgnet.datasets'])
-TRANSFORMS = Registry(
-    'transform', parent=MMENGINE_TRANSFORMS, scope='mmpgnet', locations=['mmpgnet.datasets'])
-METRICS = Registry(
-    'metric', parent=MMENGINE_METRICS, scope='mmpgnet', locations=['mmpgnet.evaluation'])
+RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, scope='mmpgnet', locations=['mmpgnet.engine'])
 
 
 def downstream_models_registry(scope: str) -> Registry:
@@ -84,8 +80,9 @@ def _register_bare(registry: Registry, cls: type, name: str, strict: bool) -> bo
         return True
     if existing is not None:
         if strict:
-            raise KeyError(f'{name!r} is already registered in the {registry.scope}::{registry.name} '
-                           f'registry by {existing.__module__}; mmpgnet will not replace it')
+            raise KeyError(f'{name!r} is already registered in the '
+                           f'{registry.scope}::{registry.name} registry by '
+                           f'{existing.__module__}; mmpgnet will not replace it')
         return False
     registry.register_module(name=name, module=cls)
     return True
@@ -116,22 +113,6 @@ def register_model(name: Optional[str] = None,
     return decorator
 
 
-def register_norm_layer(name: Optional[str] = None) -> Callable[[Type], Type]:
-    """Class decorator for norm layers: bare name in MMEngine's root ``MODELS`` (and ``mmpgnet.``).
-
-    mmcv's ``build_norm_layer`` resolves ``norm_cfg['type']`` in the current scope's registry and
-    then its parents, so the root registry is the one place visible from mmdet and mmpose alike.
-
-    Args:
-        name (str, optional): registered name; the class name by default.
-
-    Returns:
-        Callable: the decorator.
-    """
-
-    return _register_in_root(MODELS, MMENGINE_MODELS, name)
-
-
 def _register_in_root(ours: Registry, root: Registry,
                       name: Optional[str]) -> Callable[[Type], Type]:
     """Decorator registering a class in our registry and, bare, in MMEngine's root one."""
@@ -145,8 +126,15 @@ def _register_in_root(ours: Registry, root: Registry,
     return decorator
 
 
-def register_hook(name: Optional[str] = None) -> Callable[[Type], Type]:
-    """Class decorator for hooks: bare name in MMEngine's root ``HOOKS`` (and ``mmpgnet.``).
+def _root_registrar(ours: Registry, root: Registry,
+                    what: str) -> Callable[[Optional[str]], Callable[[Type], Type]]:
+    """Make the ``register_*`` class decorator of one kind of component (see the module doc)."""
+
+    def register(name: Optional[str] = None) -> Callable[[Type], Type]:
+        return _register_in_root(ours, root, name)
+
+    register.__doc__ = f"""Class decorator for {what}: bare name in MMEngine's root ``{root.name}``
+    registry, and ``mmpgnet.<name>``.
 
     Args:
         name (str, optional): registered name; the class name by default.
@@ -154,28 +142,15 @@ def register_hook(name: Optional[str] = None) -> Callable[[Type], Type]:
     Returns:
         Callable: the decorator.
     """
-    return _register_in_root(HOOKS, MMENGINE_HOOKS, name)
+    return register
 
 
-def register_model_wrapper(name: Optional[str] = None) -> Callable[[Type], Type]:
-    """Class decorator for model wrappers: bare name in MMEngine's root ``MODEL_WRAPPERS``.
-
-    Args:
-        name (str, optional): registered name; the class name by default.
-
-    Returns:
-        Callable: the decorator.
-    """
-    return _register_in_root(MODEL_WRAPPERS, MMENGINE_MODEL_WRAPPERS, name)
-
-
-def register_optim_wrapper(name: Optional[str] = None) -> Callable[[Type], Type]:
-    """Class decorator for optimizer wrappers: bare name in MMEngine's root ``OPTIM_WRAPPERS``.
-
-    Args:
-        name (str, optional): registered name; the class name by default.
-
-    Returns:
-        Callable: the decorator.
-    """
-    return _register_in_root(OPTIM_WRAPPERS, MMENGINE_OPTIM_WRAPPERS, name)
+#: mmcv's ``build_norm_layer`` resolves ``norm_cfg['type']`` in the current scope's registry and
+#: then its parents, so the root registry is the one place visible from mmdet and mmpose alike
+register_norm_layer = _root_registrar(MODELS, MMENGINE_MODELS, 'norm layers')
+register_hook = _root_registrar(HOOKS, MMENGINE_HOOKS, 'hooks')
+register_model_wrapper = _root_registrar(MODEL_WRAPPERS, MMENGINE_MODEL_WRAPPERS, 'model wrappers')
+register_optim_wrapper = _root_registrar(OPTIM_WRAPPERS, MMENGINE_OPTIM_WRAPPERS,
+                                         'optimizer wrappers')
+#: MMEngine builds ``runner_type`` from the root ``RUNNERS``
+register_runner = _root_registrar(RUNNERS, MMENGINE_RUNNERS, 'runners')

@@ -188,7 +188,7 @@ def test_finest_level_cascades_skips_the_finest_nodes_of_later_cascades():
     light.eval()
     with torch.no_grad():
         laterals = [conv(f) for conv, f in zip(light.lateral_convs, feats)]
-        first = light._run_cascade(light.cascades[0], laterals)
+        first = light.run_cascade(0, laterals)
         calls = []
         handle = light.cascades[1]['top_down'][0].register_forward_hook(
             lambda m, a, o: calls.append(a[0][0].shape))
@@ -651,7 +651,8 @@ TRAIN_CONFIGS = [
 @pytest.mark.slow
 @pytest.mark.parametrize('config', TRAIN_CONFIGS)
 def test_cffm_config_trains_with_train_tool(config, synthetic_coco, tmp_path):
-    from conftest import run_tool, smoke_config
+    from helpers.configs import smoke_config
+    from helpers.tool_runs import run_tool
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     assert cfg.model.neck.type == 'CFFM'
     assert cfg.custom_imports == dict(imports=['mmpgnet'], allow_failed_imports=False)

@@ -343,7 +343,7 @@ class _KeypointMSE(nn.Module):
 @pytest.mark.parametrize('precision', PRECISIONS)
 @pytest.mark.parametrize('target_resize', ['max', 'avg', 'bilinear'])
 def test_guidance_heads_match_cpu(target_resize, precision):
-    from mmpgnet.models.pose_estimators import HeatmapGuidance
+    from mmpgnet.models.heads import HeatmapGuidance
     torch.manual_seed(0)
     weights = HeatmapGuidance(16, 17, [1, 2], [0.1, 0.2], loss=_KeypointMSE()).state_dict()
     gen = torch.Generator().manual_seed(1)
@@ -455,7 +455,8 @@ def _train_losses(work_dir: str) -> List[float]:
 def _train_with_amp(config: str, data_root: str, work_dir: str, extra: Optional[Dict],
                     **kwargs) -> Sequence[float]:
     """``tools/train.py CONFIG --amp`` on the synthetic set, shrunk by ``smoke_config``."""
-    from conftest import run_tool, smoke_config
+    from helpers.configs import smoke_config
+    from helpers.tool_runs import run_tool
     cfg = smoke_config(config, data_root, work_dir, extra=extra, **kwargs)
     run_tool(['train.py', cfg, '--amp'], timeout=300)
     with open(cfg) as f:  # the Runner dumps the config it ran over this file

@@ -75,6 +75,7 @@ print('lite import OK')
 def lite_facts() -> Dict:
     """What a lite process sees: missing packages, registered names, left-out components."""
     from mmengine.registry import HOOKS, MODEL_WRAPPERS, MODELS
+
     from mmpgnet.utils.optional_packages import MissingPackageError, unavailable_packages
     facts = dict(
         unavailable=sorted(unavailable_packages()),
@@ -85,7 +86,7 @@ def lite_facts() -> Dict:
             'mmpgnet.PGNetPoseEstimator')},
         hooks={name: HOOKS.get(name) is not None for name in ('CBNHook', 'ChannelsLastHook')},
         wrappers={name: MODEL_WRAPPERS.get(name) is not None
-                  for name in ('DeviceAgnosticDDP', 'PipelineGuidanceWrapper')})
+                  for name in ('DeviceAgnosticDDP', 'PipelineParallelWrapper')})
     try:
         from mmpgnet.models.pose_estimators import PGNetPoseEstimator  # noqa: F401
         facts['left_out_error'] = None
@@ -116,6 +117,7 @@ def _cbn_run(steps: int = 5) -> Dict[str, Tensor]:
     Burn-in 1 and a window of 2: the last steps normalise with compensated past statistics.
     """
     from mmcv.cnn import ConvModule
+
     from mmpgnet.models.norms import link_cbn_layers
     torch.manual_seed(0)
     norm_cfg = dict(type='CBN', buffer_num=2, burnin_iters=1)
@@ -193,7 +195,7 @@ def test_import_and_train_components_without_mmdet_mmpose_and_mmcv_ops(tmp_path)
                                    'mmpgnet.CDIoULoss': True, 'CBN': True,
                                    'mmpgnet.PGNetPoseEstimator': False}
     assert facts['hooks'] == {'CBNHook': True, 'ChannelsLastHook': True}
-    assert facts['wrappers'] == {'DeviceAgnosticDDP': True, 'PipelineGuidanceWrapper': False}
+    assert facts['wrappers'] == {'DeviceAgnosticDDP': True, 'PipelineParallelWrapper': False}
     assert 'PGNetPoseEstimator needs mmpose' in facts['left_out_error']
 
     # the loss values by hand; the weighted mean as mmdet's weight_reduce_loss defines it

@@ -1,16 +1,19 @@
-"""PGS guidance: losses, deep -> shallow feedback, zero inference cost, plain checkpoints, errors."""
+"""PGS guidance: losses, deep -> shallow feedback, no inference cost, plain checkpoints, errors."""
 import copy
 import importlib.util
 import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from helpers.pose_models import GUIDANCE, build_tiny, tiny_batch, tiny_pose_cfg
+from helpers.tool_runs import REPO_ROOT
 from mmpose.registry import MODELS
 
-from mmpgnet.engine.hooks.pipeline_guidance_hook import PipelineGuidanceHook, guidance_factor
-from mmpgnet.models.pose_estimators import PGNetPoseEstimator, cffm_levels_and_outputs
+from mmpgnet.engine.hooks import GuidanceScaleHook, guidance_scale_at
+from mmpgnet.models.heads import HeatmapGuidance
+from mmpgnet.models.pose_estimators import PGNetPoseEstimator
+from mmpgnet.utils.torch_compat import PIPELINING_MIN_TORCH, torch_at_least
+
 
 def _losses(model, data):
     d = model.data_preprocessor(data, True)
@@ -72,15 +75,35 @@ def test_feedback_is_detached_and_trains_only_the_guidance_heads():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.guidance.parameters())
 
 
-def test_cffm_levels_path_equals_the_neck_forward():
-    model = build_tiny().eval()
-    feats = model.backbone(torch.rand(2, 3, 64, 48))
+def test_cffm_cascade_tap_sees_every_cascade_and_leaves_the_outputs_unchanged():
+    neck = build_tiny().eval().neck
+    feats = build_tiny().backbone(torch.rand(2, 3, 64, 48))
     seen = []
-    outs, levels, extra = cffm_levels_and_outputs(model.neck, feats, cascade=0,
-                                                  on_levels=lambda lv: seen.append(lv) or 7)
-    for a, b in zip(outs, model.neck(feats)):
+    outs = neck(feats, on_cascade=lambda index, levels: seen.append((index, levels)))
+    for a, b in zip(outs, neck(feats)):
         assert torch.equal(a, b)
-    assert len(levels) == model.neck.num_levels and seen == [levels] and extra == 7
+    assert [index for index, _ in seen] == list(range(neck.num_cascades)) and len(seen) > 1
+    levels = neck.project(neck.prepare_inputs(feats))  # the same steps, one by one
+    for index, tapped in seen:
+        levels = neck.run_cascade(index, levels)
+        assert len(tapped) == neck.num_levels
+        assert all(torch.equal(a, b) for a, b in zip(tapped, levels))
+
+
+def test_guidance_is_built_through_the_registry_and_shares_the_head_loss():
+    model = build_tiny()
+    assert isinstance(model.guidance, HeatmapGuidance)
+    assert model.guidance.loss_module is model.head.loss_module  # the head's own loss, no copy
+    own = build_tiny(guidance=dict(GUIDANCE, loss=dict(type='KeypointMSELoss',
+                                                       use_target_weight=True, loss_weight=2.0)))
+    assert own.guidance.loss_module is not own.head.loss_module
+    own.load_state_dict(model.state_dict())
+    data = tiny_batch(4)
+    base, doubled = _losses(model, data), _losses(own, data)
+    for key in (k for k in base if k.startswith(('loss_guide', 'loss_fb'))):
+        torch.testing.assert_close(doubled[key], 2 * base[key])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'in_level'"):
+        build_tiny(guidance=dict(GUIDANCE, in_level=[1]))
 
 
 def test_inference_is_the_model_without_guidance():
@@ -138,7 +161,6 @@ def test_export_inference_checkpoint_drops_guidance(tmp_path):
     (dict(GUIDANCE, cascade=2), 'cascade=2 does not exist.*2 cascade'),
     (dict(GUIDANCE, in_levels=[]), 'in_levels is empty'),
     (dict(GUIDANCE, target_resize='nearest'), 'target_resize must be one of'),
-    (dict(GUIDANCE, in_level=[1]), 'unknown keys'),
 ])
 def test_bad_guidance_configs_name_the_problem(guidance, message):
     with pytest.raises(ValueError, match=message):
@@ -153,18 +175,35 @@ def test_guidance_needs_a_cffm_neck():
         MODELS.build(cfg)
 
 
-def test_guidance_schedules():
-    assert guidance_factor('constant', 0.7) == 1.0
-    assert guidance_factor('linear', 0.0) == 1.0
-    assert guidance_factor('linear', 0.5, end_factor=0.2) == pytest.approx(0.6)
-    assert guidance_factor('cosine', 0.5, end_factor=0.0) == pytest.approx(0.5)
-    assert guidance_factor('cosine', 1.0, end_factor=0.1) == pytest.approx(0.1)
-    assert guidance_factor('cosine', 2.0, end_factor=0.1) == pytest.approx(0.1)  # clipped
-    hook = PipelineGuidanceHook(schedule='linear', begin=10, end=20, end_factor=0.0)
+def test_guidance_scale_decays():
+    assert guidance_scale_at('constant', 0.7) == 1.0
+    assert guidance_scale_at('linear', 0.0) == 1.0
+    assert guidance_scale_at('linear', 0.5, end_factor=0.2) == pytest.approx(0.6)
+    assert guidance_scale_at('cosine', 0.5, end_factor=0.0) == pytest.approx(0.5)
+    assert guidance_scale_at('cosine', 1.0, end_factor=0.1) == pytest.approx(0.1)
+    assert guidance_scale_at('cosine', 2.0, end_factor=0.1) == pytest.approx(0.1)  # clipped
+    hook = GuidanceScaleHook(decay='linear', begin=10, end=20, end_factor=0.0)
     assert [hook.factor_at(i, 100) for i in (0, 10, 15, 20, 50)] == [1.0, 1.0, 0.5, 0.0, 0.0]
-    cos = PipelineGuidanceHook(schedule='cosine')  # end defaults to the run's length
+    cos = GuidanceScaleHook(decay='cosine')  # end defaults to the run's length
     assert cos.factor_at(50, 100) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match='schedule must be one of'):
-        PipelineGuidanceHook(schedule='step')
+    with pytest.raises(ValueError, match='decay must be one of'):
+        GuidanceScaleHook(decay='step')
     with pytest.raises(ValueError, match='end > begin'):
-        PipelineGuidanceHook(schedule='linear', begin=5, end=5)
+        GuidanceScaleHook(decay='linear', begin=5, end=5)
+
+
+def test_former_names_still_build_or_say_what_replaced_them():
+    from mmengine.registry import HOOKS, MODEL_WRAPPERS, RUNNERS
+
+    from mmpgnet.engine.model_wrappers import PipelineParallelWrapper
+    from mmpgnet.engine.runner import PipelineParallelRunner
+    if torch_at_least(PIPELINING_MIN_TORCH):
+        with pytest.warns(DeprecationWarning, match='use PipelineParallelWrapper'):
+            wrapper = MODEL_WRAPPERS.build(
+                dict(type='PipelineGuidanceWrapper', split_points=['head']),
+                default_args=dict(module=build_tiny()))
+        assert isinstance(wrapper, PipelineParallelWrapper)
+    assert issubclass(RUNNERS.get('PipelineRunner'), PipelineParallelRunner)
+    with pytest.raises(ValueError, match="split in two: dict.type='GuidanceScaleHook', "
+                       "decay=.*PipelineParallelTimingHook.*schedule='cosine'"):
+        HOOKS.build(dict(type='PipelineGuidanceHook', schedule='cosine'))

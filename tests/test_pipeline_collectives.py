@@ -17,15 +17,14 @@ from typing import Any, Dict, List, Optional
 import pytest
 import torch
 import torch.distributed as dist
-from helpers.emulated_cuda import (CUDA0, EmulatedCuda, EmulatedCudaMode, emulate_cuda,
-                                   host_values, module_to_emulated_cuda, record_host_syncs)
+from helpers.emulated_cuda import (CUDA0, EmulatedCuda, EmulatedCudaMode, emulate_cuda, host_values,
+                                   module_to_emulated_cuda, record_host_syncs)
 from helpers.pose_models import build_tiny, tiny_batch
 from helpers.torch_features import needs_fake_cuda, needs_pipelining
 from mmengine.optim import OptimWrapper
 
-import mmpgnet.engine.model_wrappers.pipeline_guidance_wrapper as pgw
-from mmpgnet.engine.pipeline import (ChunkTimer, balance, check_model_device,
-                                     collective_device)
+import mmpgnet.engine.model_wrappers.pipeline_parallel_wrapper as pgw
+from mmpgnet.engine.pipeline import ChunkTimer, balance, check_model_device, collective_device
 
 STAGES, REPLICAS, MICRO, BATCH, LR = 2, 2, 4, 8, 0.1
 RANK = 3  # the last stage of replica 1: pipeline group [2, 3], data-parallel group [1, 3]
@@ -258,7 +257,7 @@ def test_collective_device_follows_the_backend(monkeypatch):
 @needs_pipelining
 def test_a_cpu_model_under_nccl_fails_when_the_wrapper_is_built(nccl):
     with pytest.raises(ValueError, match="'nccl' takes cuda tensors but the model is on cpu"):
-        pgw.PipelineGuidanceWrapper(build_tiny(), num_stages=STAGES)
+        pgw.PipelineParallelWrapper(build_tiny(), num_stages=STAGES)
 
 
 @needs_fake_cuda
@@ -274,9 +273,9 @@ def test_every_collective_of_a_pipeline_run_is_on_the_nccl_device(nccl, monkeypa
     monkeypatch.setattr(torch.cuda, 'Event', fake_cuda_event(time.perf_counter, events))
     monkeypatch.setattr(pgw, 'profile_blocks', fake_profile)
     monkeypatch.setattr(pgw, 'TimedPipelineStage', FakeStage)
-    monkeypatch.setattr(pgw, 'SCHEDULES', {'GPipe': work.schedule})
+    monkeypatch.setattr(pgw, 'PIPELINE_SCHEDULES', {'GPipe': work.schedule})
     model = _emulated_tiny()
-    wrapper = pgw.PipelineGuidanceWrapper(model, num_stages=STAGES, num_microbatches=MICRO,
+    wrapper = pgw.PipelineParallelWrapper(model, num_stages=STAGES, num_microbatches=MICRO,
                                           split_points='auto', profile_iters=1)
     work.wrapper = wrapper
     assert (wrapper.stage, wrapper.layout.replica) == (1, 1)
@@ -339,9 +338,9 @@ def test_every_collective_of_a_pipeline_run_is_on_the_nccl_device(nccl, monkeypa
         assert {k: host_values(v).item() for k, v in log_vars.items()} == \
             pytest.approx(expected, rel=1e-6)
         stats = wrapper.last_stats  # read once, after the step
-        assert stats['stage_compute_s'] == [row[0].item()] * STAGES  # the loss chunks' time
-        assert stats['stage_step_s'] == [row[1].item()] * STAGES and 0 < row[0] < row[1]
-        assert stats['bubble_ideal'] == pytest.approx(1 / 5) and not stats['local']
+        assert stats.stage_compute_s == [row[0].item()] * STAGES  # the loss chunks' time
+        assert stats.stage_step_s == [row[1].item()] * STAGES and 0 < row[0] < row[1]
+        assert stats.bubble_ideal == pytest.approx(1 / 5) and not stats.local
 
         # --- sync_stages: each stage's owner in this replica (ranks 2, 3) broadcasts it
         nccl.calls.clear()

@@ -77,12 +77,34 @@ def run_pose_estimator(name: str) -> Tuple[Tensor, ...]:
     return tuple(losses.values()) + tuple(p.grad for p in model.parameters())
 
 
+def run_heatmap_guidance(name: str) -> Tuple[Tensor, ...]:
+    heads = ROOT_MODELS.build(dict(
+        type=f'mmpgnet.{name}', in_channels=8, num_keypoints=4, in_levels=[0, 1],
+        weights=[0.5, 0.25], feedback_weight=0.1, loss=_WeightedMSE())).to(META)
+    levels = [torch.randn(2, 8, s, s, device=META, requires_grad=True) for s in (16, 8)]
+    preds = heads(levels)
+    deep = torch.rand(2, 4, 32, 32, device=META, requires_grad=True)
+    losses = heads.loss(preds, deep, torch.rand(2, 4, 32, 32, device=META),
+                        torch.ones(2, 4, device=META), scale=torch.ones((), device=META))
+    sum(losses.values()).backward()
+    assert deep.grad is None  # the feedback target is detached
+    return tuple(preds) + tuple(losses.values()) + tuple(x.grad for x in levels)
+
+
+class _WeightedMSE(nn.Module):
+    """Keypoint-weighted MSE (MMPose's ``KeypointMSELoss`` without mmpose)."""
+
+    def forward(self, pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+        return ((pred - target)**2 * weights[..., None, None]).mean()
+
+
 RECIPES: Dict[str, Callable[[str], Tuple[Tensor, ...]]] = {
     'GIoULoss': run_loss,
     'CDIoULoss': run_loss,
     'CFFM': run_cffm,
     'CBN': run_cbn,
     'PGNetPoseEstimator': run_pose_estimator,
+    'HeatmapGuidance': run_heatmap_guidance,
 }
 
 

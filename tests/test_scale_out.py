@@ -14,18 +14,19 @@ from typing import Dict, List
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import REPO_ROOT, smoke_config
+from helpers.configs import smoke_config
 from helpers.distributed import free_port, init_gloo, spawn_and_wait
 from helpers.pose_models import build_tiny, tiny_batch, tiny_pose_cfg
 from helpers.scale_out import DEMO, IMPORT_PROBES, SMALL_DEMO, TESTS
+from helpers.tool_runs import REPO_ROOT
 from helpers.torch_features import needs_pipelining
 from mmengine.config import Config
 
-from mmpgnet.engine.runner import PipelineRunner
+from mmpgnet.engine.runner import PipelineParallelRunner
 
 # ------------------------------------------------------------------ data x pipeline parallel
 SAMPLES, BATCH, ITERS, LR = 16, 4, 3, 0.05
-WRAPPER = dict(type='PipelineGuidanceWrapper', num_stages=2, num_microbatches=2,
+WRAPPER = dict(type='PipelineParallelWrapper', num_stages=2, num_microbatches=2,
                split_points=['backbone.layer3.0'])
 
 
@@ -33,7 +34,7 @@ def _dp_pp_worker(rank: int, port: int, out_dir: str, data_path: str) -> None:
     init_gloo(rank, 4, port)
     try:
         import helpers.scale_out  # noqa: F401  (PackedSamples, RecordRunHook)
-        runner = PipelineRunner(
+        runner = PipelineParallelRunner(
             model=tiny_pose_cfg(), work_dir=out_dir, default_scope='mmpose',
             train_dataloader=dict(
                 batch_size=BATCH, num_workers=0, collate_fn=dict(type='pseudo_collate'),

@@ -14,9 +14,9 @@ import mmpgnet.utils.checkpoint_safety as checkpoint_safety
 from mmpgnet.engine import CPUAmpOptimWrapper
 from mmpgnet.utils import torch_compat
 from mmpgnet.utils.launch import load_config, run_cli
-from mmpgnet.utils.torch_compat import (TorchVersionError, cpu_autocast_supports,
-                                        get_cpu_autocast, is_compiling, require_torch,
-                                        set_cpu_autocast, torch_at_least)
+from mmpgnet.utils.torch_compat import (TorchVersionError, cpu_autocast_supports, get_cpu_autocast,
+                                        is_compiling, require_torch, set_cpu_autocast,
+                                        torch_at_least)
 
 
 @pytest.fixture
@@ -42,14 +42,14 @@ def test_require_torch_names_feature_and_versions(torch_2_1):
 
 
 def test_pipeline_wrapper_and_runner_refuse_old_torch(torch_2_1):
-    from mmpgnet.engine.model_wrappers import PipelineGuidanceWrapper
-    from mmpgnet.engine.runner import PipelineRunner
+    from mmpgnet.engine.model_wrappers import PipelineParallelWrapper
+    from mmpgnet.engine.runner import PipelineParallelRunner
     model = build_tiny()
     with pytest.raises(TorchVersionError, match=r'pipeline parallelism .* needs torch>=2\.4'):
-        PipelineGuidanceWrapper(model, num_stages=2)
+        PipelineParallelWrapper(model, num_stages=2)
     with pytest.raises(TorchVersionError, match=r'needs torch>=2\.4; this is torch 2\.1\.2'):
-        PipelineRunner(model=model, work_dir='unused',
-                       cfg=dict(model_wrapper_cfg=dict(type='PipelineGuidanceWrapper')))
+        PipelineParallelRunner(model=model, work_dir='unused',
+                               cfg=dict(model_wrapper_cfg=dict(type='PipelineParallelWrapper')))
 
 
 def test_compile_refused_by_the_tools_on_old_torch(torch_2_1, tmp_path, capsys):

@@ -22,8 +22,9 @@ from typing import Dict, List, Optional
 # an installed mmpgnet first, else this checkout's
 sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402
 
-import mmpgnet  # noqa: E402,F401
 import numpy as np  # noqa: E402
+
+import mmpgnet  # noqa: E402,F401
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -41,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='pose config')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('images', nargs='+', help='image files or folders of images')
-    parser.add_argument('--bbox', nargs=4, type=float, action='append', metavar=('X1', 'Y1', 'X2', 'Y2'),
+    parser.add_argument('--bbox', nargs=4, type=float, action='append',
+                        metavar=('X1', 'Y1', 'X2', 'Y2'),
                         help='a person box (repeatable); applies to every image')
     parser.add_argument('--bbox-file', help='JSON {image file name: [[x1, y1, x2, y2], ...]}')
     parser.add_argument('--out-dir', default='outputs/inference', help='output folder')

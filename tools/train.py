@@ -18,9 +18,7 @@ import sys
 sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # noqa: E402
 
 import mmpgnet  # noqa: E402,F401  (registers components, lets torch.load read checkpoints)
-from mmpgnet.utils.checkpoint_check import (check_run_checkpoint,  # noqa: E402
-                                            check_same_checkpoint_on_every_rank,
-                                            find_resumable_checkpoint)
+from mmpgnet.utils import checkpoint_check  # noqa: E402
 from mmpgnet.utils.launch import (add_common_args, build_runner, close_distributed,  # noqa: E402
                                   enable_amp, load_config, run_cli)
 
@@ -53,7 +51,7 @@ def main(argv=None) -> None:
     if args.resume == 'auto':
         # the newest complete checkpoint (one cut short by a killed save is skipped); without
         # one the run starts as the config says (from its load_from, if it has one)
-        latest = find_resumable_checkpoint(cfg.work_dir)
+        latest = checkpoint_check.find_resumable_checkpoint(cfg.work_dir)
         cfg.resume = latest is not None
         if latest is not None:
             cfg.load_from = latest
@@ -64,8 +62,9 @@ def main(argv=None) -> None:
         cfg.load_from = args.resume
     runner = build_runner(cfg)
     if args.resume == 'auto':
-        check_same_checkpoint_on_every_rank(cfg.load_from if cfg.resume else None)
-    check_run_checkpoint(cfg, runner.model, 'resume' if cfg.get('resume') else 'load_from')
+        checkpoint_check.check_same_checkpoint_on_every_rank(cfg.load_from if cfg.resume else None)
+    mode = 'resume' if cfg.get('resume') else 'load_from'
+    checkpoint_check.check_run_checkpoint(cfg, runner.model, mode)
     runner.train()
     close_distributed()
 

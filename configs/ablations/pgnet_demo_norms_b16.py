@@ -20,7 +20,7 @@ baseline = 'BN'
 # the demo's hooks, and CBNHook where CBN is used
 _hooks = [
     dict(type='SyncBuffersHook'),
-    dict(type='PipelineGuidanceHook', schedule='cosine', end_factor=0.1),
+    dict(type='GuidanceScaleHook', decay='cosine', end_factor=0.1),
     dict(type='ChannelsLastHook'),
 ]
 _cbn_hooks = _hooks + [dict(type='CBNHook', burnin_epochs=1)]

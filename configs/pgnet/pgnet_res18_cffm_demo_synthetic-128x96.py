@@ -72,7 +72,7 @@ val_pipeline = [
 ]
 custom_hooks = [
     dict(type='SyncBuffersHook'),
-    dict(type='PipelineGuidanceHook', schedule='cosine', end_factor=0.1),
+    dict(type='GuidanceScaleHook', decay='cosine', end_factor=0.1),
     dict(type='ChannelsLastHook'),
 ]
 train_dataloader = dict(

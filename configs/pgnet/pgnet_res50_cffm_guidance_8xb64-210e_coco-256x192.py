@@ -1,7 +1,7 @@
 # PGNet pose model with the guidance of PGS (Pipeline Guidance Strategy), training only:
 # auxiliary heatmap heads on the levels of CFFM's first (intermediate) cascade at strides 8, 16 and
 # 32, supervised by the ground-truth heatmaps max-pooled to their stride. The guidance weights
-# follow a cosine decay to 10% over training (PipelineGuidanceHook). At test time the model is the
+# follow a cosine decay to 10% over training (GuidanceScaleHook). At test time the model is the
 # plain PGNet model: the guidance heads are not run, and `PGNetPoseEstimator.strip_guidance` /
 # tools/misc/export_inference_checkpoint.py drop their weights from a checkpoint.
 #
@@ -22,10 +22,9 @@ model = dict(
         in_levels=[1, 2, 3],  # strides 8, 16, 32 (0 = C2's stride 4)
         weights=[0.1, 0.1, 0.1],
         feedback_weight=0.0,  # the deep -> shallow feedback is off (see above)
-        target_resize='max',
-        loss=dict(type='KeypointMSELoss', use_target_weight=True)))
+        target_resize='max'))  # the loss is the main head's (KeypointMSELoss)
 
 custom_hooks = [
     dict(type='SyncBuffersHook'),
-    dict(type='PipelineGuidanceHook', schedule='cosine', end_factor=0.1),
+    dict(type='GuidanceScaleHook', decay='cosine', end_factor=0.1),
 ]

@@ -188,7 +188,8 @@ def _draw_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     c0, c1 = np.array(_random_colour(rng)), np.array(_random_colour(rng))
     t = np.linspace(0, 1, w if rng.random() < 0.5 else h)
     grad = (c0[None] * (1 - t[:, None]) + c1[None] * t[:, None])
-    img = np.broadcast_to(grad[None] if len(t) == w else grad[:, None], (h, w, 3)).astype(np.float32)
+    ramp = grad[None] if len(t) == w else grad[:, None]
+    img = np.broadcast_to(ramp, (h, w, 3)).astype(np.float32)
     noise = rng.normal(0, 1, size=(max(h // 8, 2), max(w // 8, 2), 3)).astype(np.float32)
     img = img + cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) * rng.uniform(10, 40)
     if rng.random() < 0.5:  # stripes (floor tiles, fences)
@@ -200,7 +201,7 @@ def _draw_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 
 def _draw_distractor(rng: np.random.Generator, img: np.ndarray, owner: np.ndarray,
                      scale: float) -> None:
-    """Draw one distractor shape (limb-like bar, disc, box or polygon) onto ``img`` and ``owner``."""
+    """Draw one distractor (limb-like bar, disc, box or polygon) onto ``img`` and ``owner``."""
     h, w = img.shape[:2]
     colour = _random_colour(rng)
     kind = rng.integers(4)

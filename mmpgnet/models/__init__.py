@@ -1,2 +1,2 @@
-"""Models: losses, necks, norm layers and pose estimators (each registered on import)."""
-from . import losses, necks, norms, pose_estimators  # noqa: F401
+"""Models: losses, necks, heads, norm layers and pose estimators (each registered on import)."""
+from . import heads, losses, necks, norms, pose_estimators  # noqa: F401

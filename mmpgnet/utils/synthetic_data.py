@@ -91,4 +91,3 @@ def use_synthetic_data(cfg: Config, data_root: str) -> Config:
         if 'ann_file' in metric or 'Coco' in str(metric.get('type', '')):
             metric['ann_file'] = synthetic_ann_file(data_root, 'val')
     return cfg
-

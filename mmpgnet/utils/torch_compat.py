@@ -4,7 +4,7 @@ The core components (CFFM, CBN, the box losses, guidance, the single-process pos
 its tools) use nothing newer than torch 2.1, the release MMPose 1.3 and MMDetection 3.3 were
 made for and the last one with prebuilt mmcv 2.1.0 wheels. A few features need more:
 
-* pipeline parallelism (``PipelineGuidanceWrapper``, ``PipelineRunner``,
+* pipeline parallelism (``PipelineParallelWrapper``, ``PipelineParallelRunner``,
   ``TimedPipelineStage``) runs on ``torch.distributed.pipelining``: torch >= 2.4. On older torch
   they stay registered and raise :class:`TorchVersionError` when built.
 * ``torch.compile`` of the models (MMEngine's ``compile=True``): torch >= 2.4. The dynamo of
@@ -28,7 +28,7 @@ MIN_TORCH = '2.1'
 #: ``torch.distributed.pipelining`` (and its ``PipelineStage`` / schedules) appeared in torch 2.4
 PIPELINING_MIN_TORCH = '2.4'
 #: the pipeline-parallel feature, as :func:`require_torch` names it
-PIPELINING_FEATURE = 'pipeline parallelism (PipelineGuidanceWrapper / PipelineRunner)'
+PIPELINING_FEATURE = 'pipeline parallelism (PipelineParallelWrapper / PipelineParallelRunner)'
 #: ``compile=True`` (torch.compile of the model); see the module docstring
 COMPILE_MIN_TORCH = '2.4'
 COMPILE_FEATURE = 'compile=True (torch.compile of the model)'

@@ -1,4 +1,8 @@
-"""PGS pipeline: run a model as S pipeline stages with ``torch.distributed.pipelining``.
+"""PGS's pipeline parallelism: run a model as S stages on ``torch.distributed.pipelining``.
+
+The guidance half of PGS is elsewhere (:class:`~mmpgnet.models.heads.HeatmapGuidance`, built by
+:class:`~mmpgnet.models.PGNetPoseEstimator`); this wrapper runs any MMPose top-down heatmap model,
+guided or not, as a pipeline.
 
 Every collective of the wrapper takes its tensors on the device of its process group's backend
 (:func:`~mmpgnet.engine.pipeline.collective_device`: the current CUDA device for NCCL, the CPU
@@ -20,9 +24,9 @@ from torch.utils._pytree import tree_map
 from mmpgnet.engine.pipeline.blocks import StageModule, stage_ranges
 from mmpgnet.engine.pipeline.partition import PartitionReport, choose_cuts, profile_blocks
 from mmpgnet.engine.pipeline.pose_adapter import TopdownHeatmapAdapter
-from mmpgnet.engine.pipeline.process_groups import (PipelineLayout, build_groups,
-                                                     check_layout, check_model_device,
-                                                     collective_device)
+from mmpgnet.engine.pipeline.process_groups import (PipelineLayout, build_groups, check_layout,
+                                                    check_model_device, collective_device)
+from mmpgnet.engine.pipeline.step_stats import PipelineStepStats
 from mmpgnet.engine.pipeline.timed_stage import ChunkTimer, TimedPipelineStage
 from mmpgnet.registry import register_model_wrapper
 from mmpgnet.utils.torch_compat import PIPELINING_FEATURE, PIPELINING_MIN_TORCH, require_torch
@@ -32,20 +36,39 @@ try:
 except ImportError:  # torch < 2.4: the wrapper refuses to be built (require_torch in __init__)
     Schedule1F1B = ScheduleGPipe = None
 
-SCHEDULES = {'GPipe': ScheduleGPipe, '1F1B': Schedule1F1B}
+#: the pipeline schedules of ``torch.distributed.pipelining`` the wrapper runs, by name
+PIPELINE_SCHEDULES = {'GPipe': ScheduleGPipe, '1F1B': Schedule1F1B}
 
 
-def ideal_bubble(num_stages: int, num_microbatches: int) -> float:
-    """The bubble fraction of GPipe/1F1B with equal stages and free communication.
+def total_loss(parts: Dict[str, Tensor]) -> Tensor:
+    """The loss to backpropagate: the sum of the parts whose name contains ``'loss'``.
+
+    MMEngine's ``BaseModel.parse_losses`` rule (``acc_pose`` and other logged values are left
+    out), in the same order of additions.
 
     Args:
-        num_stages (int): S.
-        num_microbatches (int): M.
+        parts (dict[str, Tensor]): the model's loss dict.
 
     Returns:
-        float: ``(S - 1) / (M + S - 1)``.
+        Tensor: the total loss.
     """
-    return (num_stages - 1) / (num_microbatches + num_stages - 1)
+    return sum(v for k, v in parts.items() if 'loss' in k)
+
+
+def check_microbatch_split(batch_size: int, num_microbatches: int) -> None:
+    """Raise a ``ValueError`` unless a batch splits into equal micro-batches.
+
+    Args:
+        batch_size (int): samples in the batch (or ``train_dataloader.batch_size``).
+        num_microbatches (int): M.
+    """
+    if num_microbatches < 1:
+        raise ValueError(f'num_microbatches must be >= 1, got {num_microbatches}')
+    if batch_size % num_microbatches:
+        raise ValueError(f'a batch of {batch_size} samples cannot be split into '
+                         f'num_microbatches={num_microbatches} equal micro-batches: make '
+                         'train_dataloader.batch_size a multiple of num_microbatches (and drop '
+                         'the last incomplete batch)')
 
 
 def _world() -> Tuple[int, int]:
@@ -55,7 +78,7 @@ def _world() -> Tuple[int, int]:
 
 
 @register_model_wrapper()
-class PipelineGuidanceWrapper(nn.Module):
+class PipelineParallelWrapper(nn.Module):
     """Pipeline-parallel model wrapper (the *pipeline* of PGNet's PGS) on torch's pipelining.
 
     The model is cut into blocks (:mod:`mmpgnet.engine.pipeline.pose_adapter`) and the blocks
@@ -68,9 +91,11 @@ class PipelineGuidanceWrapper(nn.Module):
 
     Every rank holds the whole model but computes and updates only its stage (its optimizer
     skips parameters without gradients). Before evaluation and checkpointing the owners
-    broadcast their stages, so ``val_step``/``test_step`` run the plain model, the checkpoint
-    has the plain model's keys (it loads into a single-process model, and back), and the
-    optimizer state of all stages is merged into it (:meth:`gather_optimizer_state`).
+    broadcast their stages (:meth:`sync_stages`, called at those points by
+    :class:`~mmpgnet.engine.runner.PipelineParallelRunner`, the one place that decides when), so
+    ``val_step``/``test_step`` run the plain model, the checkpoint has the plain model's keys
+    (it loads into a single-process model, and back), and the optimizer state of all stages is
+    merged into it (:meth:`gather_optimizer_state`).
 
     Targets travel with the activations from the first stage; guidance predictions travel
     forward from the stage that computes them; the loss (main + guidance + feedback) is computed
@@ -81,6 +106,8 @@ class PipelineGuidanceWrapper(nn.Module):
     (:func:`~mmpgnet.engine.pipeline.collective_device`); a training step reads no tensor on
     the host (the loss parts and timing come back as device tensors; :attr:`last_stats` reads
     the timing when it is first looked at after the step).
+
+    ``PipelineGuidanceWrapper`` is the deprecated former name of this class.
 
     Args:
         module (nn.Module): an MMPose top-down heatmap model.
@@ -108,10 +135,10 @@ class PipelineGuidanceWrapper(nn.Module):
                  sync_cuda_timing: bool = True) -> None:
         require_torch(PIPELINING_FEATURE, PIPELINING_MIN_TORCH)
         super().__init__()
-        if schedule not in SCHEDULES:
-            raise ValueError(f'schedule must be one of {list(SCHEDULES)}, got {schedule!r}')
-        if num_microbatches < 1:
-            raise ValueError(f'num_microbatches must be >= 1, got {num_microbatches}')
+        if schedule not in PIPELINE_SCHEDULES:
+            raise ValueError(f'schedule must be one of {list(PIPELINE_SCHEDULES)}, got '
+                             f'{schedule!r}')
+        check_microbatch_split(num_microbatches, num_microbatches)
         self.module = module
         self.num_stages = int(num_stages)
         self.num_microbatches = int(num_microbatches)
@@ -140,7 +167,7 @@ class PipelineGuidanceWrapper(nn.Module):
         self._mb_losses: List[Dict[str, Tensor]] = []
         self._loss_keys: Optional[List[str]] = None
         self._timing: Optional[Union[Tensor, List[List[float]]]] = None
-        self._stats: Optional[Dict[str, Any]] = None
+        self._stats: Optional[PipelineStepStats] = None
         if not isinstance(split_points, str):
             self._build(choose_cuts(self.graph, self.num_stages, split_points))
 
@@ -161,17 +188,17 @@ class PipelineGuidanceWrapper(nn.Module):
         return self.layout.local
 
     @property
-    def last_stats(self) -> Dict[str, Any]:
-        """dict: timing of the last training step (empty before the first).
+    def last_stats(self) -> Optional[PipelineStepStats]:
+        """PipelineStepStats: timing of the last training step (None before the first).
 
-        ``local``, ``num_stages``, ``num_microbatches``, per stage ``stage_compute_s``,
-        ``stage_wait_s``, ``stage_step_s`` and ``stage_bubble``, their mean ``bubble`` and
-        ``bubble_ideal``. The step shares the timing as a device tensor; the first look at this
-        property after a step reads it on the host (once), outside the step.
+        The step shares the timing as a device tensor; the first look at this property after a
+        step reads it on the host (once), outside the step.
         """
         if self._stats is None and self._timing is not None:
-            self._stats = self._timing_stats(self._timing)
-        return self._stats or {}
+            rows = self._timing.tolist() if isinstance(self._timing, Tensor) else self._timing
+            self._stats = PipelineStepStats.from_rows(rows, self.local, self.num_stages,
+                                                      self.num_microbatches)
+        return self._stats
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped model."""
@@ -185,7 +212,7 @@ class PipelineGuidanceWrapper(nn.Module):
             StageModule(self.graph, a, b) for a, b in stage_ranges(len(self.graph.blocks), cuts)
         ]
         names = [m.block_names[0] for m in self.stage_modules[1:]]
-        print_log(f'PipelineGuidanceWrapper: {self.num_stages} stage(s) x '
+        print_log(f'PipelineParallelWrapper: {self.num_stages} stage(s) x '
                   f'{self.layout.num_replicas} replica(s), {self.num_microbatches} micro-batches, '
                   f'{self.schedule_name}, split_points={names}'
                   + (' (local: all stages in this process)' if self.local else ''), 'current')
@@ -195,7 +222,7 @@ class PipelineGuidanceWrapper(nn.Module):
         self._stage = TimedPipelineStage(
             self.stage_modules[self.stage], self.stage, self.num_stages, device,
             group=self.groups.pipeline, sync_cuda=self.sync_cuda_timing)
-        self._schedule = SCHEDULES[self.schedule_name](
+        self._schedule = PIPELINE_SCHEDULES[self.schedule_name](
             self._stage, n_microbatches=self.num_microbatches, loss_fn=self._loss_fn)
 
     def _auto_partition(self, inputs: Sequence[Tensor]) -> None:
@@ -206,7 +233,8 @@ class PipelineGuidanceWrapper(nn.Module):
         """
         micro = [t[:max(1, t.shape[0] // self.num_microbatches)] for t in inputs]
         block_ms, cut_bytes = profile_blocks(
-            self.graph, micro, self._total_loss_of_state, iters=self.profile_iters)
+            self.graph, micro, lambda state: total_loss(self.adapter.losses(state)),
+            iters=self.profile_iters)
         if not self.local:
             # every rank must choose the same cuts: use the mean over all ranks
             times = torch.tensor(block_ms, dtype=torch.float64, device=collective_device())
@@ -214,15 +242,11 @@ class PipelineGuidanceWrapper(nn.Module):
             block_ms = (times / dist.get_world_size()).tolist()
         cuts = choose_cuts(self.graph, self.num_stages, 'auto', block_ms, cut_bytes)
         self.report = PartitionReport(self.graph.names, block_ms, cut_bytes, cuts)
-        print_log('PipelineGuidanceWrapper split_points=\'auto\':\n' + self.report.summary(),
+        print_log('PipelineParallelWrapper split_points=\'auto\':\n' + self.report.summary(),
                   'current')
         self._build(cuts)
 
     # ------------------------------------------------------------------ training
-    def _total_loss_of_state(self, state: Dict[str, Tensor]) -> Tensor:
-        parts = self.adapter.losses(state)
-        return sum(v for k, v in parts.items() if 'loss' in k)
-
     def _loss_fn(self, output: Union[Tensor, Tuple[Tensor, ...]], target: Any) -> Tensor:
         """Loss of one micro-batch on the last stage (called by the schedule).
 
@@ -237,28 +261,20 @@ class PipelineGuidanceWrapper(nn.Module):
         outs = output if isinstance(output, (tuple, list)) else (output, )
         state = dict(zip(self.stage_modules[-1].out_keys, outs))
         parts = self.adapter.losses(state)
-        total = sum(v for k, v in parts.items() if 'loss' in k)
         self._mb_losses.append({k: v.detach() for k, v in parts.items()})
-        return total
-
-    def _check_batch(self, batch_size: int) -> None:
-        if batch_size % self.num_microbatches:
-            raise ValueError(f'a batch of {batch_size} samples cannot be split into '
-                             f'num_microbatches={self.num_microbatches} equal micro-batches: '
-                             'make train_dataloader.batch_size a multiple of num_microbatches '
-                             '(and drop the last incomplete batch)')
+        return total_loss(parts)
 
     @staticmethod
     def _check_optim_wrapper(optim_wrapper: OptimWrapper) -> None:
         if not isinstance(optim_wrapper, OptimWrapper):
-            raise TypeError('PipelineGuidanceWrapper needs one OptimWrapper, got '
+            raise TypeError('PipelineParallelWrapper needs one OptimWrapper, got '
                             f'{type(optim_wrapper).__name__}')
         if getattr(optim_wrapper, 'loss_scaler', None) is not None:
-            raise ValueError('PipelineGuidanceWrapper runs backward inside the pipeline schedule '
+            raise ValueError('PipelineParallelWrapper runs backward inside the pipeline schedule '
                              'and cannot apply AmpOptimWrapper\'s loss scaling: use OptimWrapper '
                              '(or CPUAmpOptimWrapper for bfloat16)')
         if optim_wrapper._accumulative_counts != 1:
-            raise ValueError('accumulative_counts must be 1 with PipelineGuidanceWrapper: the '
+            raise ValueError('accumulative_counts must be 1 with PipelineParallelWrapper: the '
                              'micro-batches already accumulate gradients (raise num_microbatches)')
 
     def train_step(self, data: Union[dict, tuple, list],
@@ -276,7 +292,7 @@ class PipelineGuidanceWrapper(nn.Module):
         """
         self._check_optim_wrapper(optim_wrapper)
         batch_size = len(data['inputs'])
-        self._check_batch(batch_size)
+        check_microbatch_split(batch_size, self.num_microbatches)
         first_call = self.stage_modules == []
         inputs: Tuple[Tensor, ...] = ()
         with optim_wrapper.optim_context(self.module):
@@ -425,22 +441,8 @@ class PipelineGuidanceWrapper(nn.Module):
             return {}
         values = values.float()
         parts = {k: values[i] for i, k in enumerate(keys)}  # views: no copy, no host read
-        losses = [v for k, v in parts.items() if 'loss' in k]
-        log_vars = {'loss': torch.stack(losses).sum() if losses else values.new_zeros(())}
-        log_vars.update(parts)
-        return log_vars
-
-    def _timing_stats(self, timing: Union[Tensor, List[List[float]]]) -> Dict[str, Any]:
-        """The :attr:`last_stats` dict from per-stage ``[compute_s, step_s]`` rows."""
-        rows = timing.tolist() if isinstance(timing, Tensor) else timing
-        compute = [r[0] for r in rows]
-        steps = [r[1] for r in rows]
-        bubbles = [max(0.0, 1.0 - c / s) if s > 0 else 0.0 for c, s in zip(compute, steps)]
-        return dict(
-            local=self.local, num_stages=self.num_stages, num_microbatches=self.num_microbatches,
-            stage_compute_s=compute, stage_wait_s=[max(0.0, s - c) for c, s in zip(compute, steps)],
-            stage_step_s=steps, bubble=sum(bubbles) / len(bubbles), stage_bubble=bubbles,
-            bubble_ideal=ideal_bubble(self.num_stages, self.num_microbatches))
+        loss = total_loss(parts)
+        return dict(loss=loss if isinstance(loss, Tensor) else values.new_zeros(()), **parts)
 
     # ------------------------------------------------------------------ whole-model sync
     def _broadcast_model(self) -> None:
@@ -457,6 +459,10 @@ class PipelineGuidanceWrapper(nn.Module):
 
     def sync_stages(self) -> None:
         """Give every rank the trained weights of every stage (before evaluation or saving).
+
+        :class:`~mmpgnet.engine.runner.PipelineParallelRunner` calls it (before validation and
+        testing, and where a checkpoint may be saved); ``val_step``/``test_step`` refuse to run
+        on stale stages.
 
         Each stage's owner in this replica broadcasts its parameters and buffers over the
         pipeline group, on its backend's device (see :func:`_broadcast_tensors`). Collective:
@@ -504,28 +510,23 @@ class PipelineGuidanceWrapper(nn.Module):
             merged.update(part)
         return dict(sorted(merged.items()))
 
+    def _check_stages_synced(self) -> None:
+        """Refuse to predict with stages that other ranks trained since the last sync."""
+        if self._dirty and not self.local:
+            raise RuntimeError(
+                'PipelineParallelWrapper: the stages were trained since the last sync_stages(), '
+                'so this rank does not hold the whole model; run with runner_type='
+                "'PipelineParallelRunner' (it syncs before evaluation and checkpoints) or call "
+                'sync_stages() on every rank first')
+
     def val_step(self, data: Union[dict, tuple, list]) -> list:
-        """Predict with the whole (synced) model.
-
-        Args:
-            data (dict): a batch from the dataloader.
-
-        Returns:
-            list: the model's predictions.
-        """
-        self.sync_stages()
+        """The wrapped model's ``val_step``, once the stages are synced (see above)."""
+        self._check_stages_synced()
         return self.module.val_step(data)
 
     def test_step(self, data: Union[dict, tuple, list]) -> list:
-        """Predict with the whole (synced) model.
-
-        Args:
-            data (dict): a batch from the dataloader.
-
-        Returns:
-            list: the model's predictions.
-        """
-        self.sync_stages()
+        """The wrapped model's ``test_step``, once the stages are synced (see above)."""
+        self._check_stages_synced()
         return self.module.test_step(data)
 
 

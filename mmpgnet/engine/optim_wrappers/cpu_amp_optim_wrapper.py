@@ -9,7 +9,7 @@ from mmengine.optim import OptimWrapper
 from mmpgnet.registry import register_optim_wrapper
 from mmpgnet.utils.tensor_tree import map_tensors
 from mmpgnet.utils.torch_compat import (TorchVersionError, cpu_autocast_supports, get_cpu_autocast,
-                                       set_cpu_autocast)
+                                        set_cpu_autocast)
 
 
 def _to_float32(value: Any) -> Any:

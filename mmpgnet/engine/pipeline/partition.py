@@ -90,8 +90,15 @@ def balance(costs: Sequence[float], num_stages: int,
         prefix.append(prefix[-1] + c)
     tie = list(tie_break) if tie_break is not None else [0.0] * (n + 1)
 
-    def solve(slack: float) -> Tuple[float, float, List[int]]:
-        # best[s][i]: (bottleneck, cut cost, cuts) for the first i blocks in s stages
+    def solve(limit: Optional[float]) -> Tuple[float, float, List[int]]:
+        # best[s][i]: (bottleneck, cut cost, cuts) for the first i blocks in s stages; without a
+        # limit the smallest bottleneck wins, with one the cheapest cuts whose parts all fit it
+        if limit is None:
+            def key(c: tuple) -> tuple:
+                return c[0], c[1]
+        else:
+            def key(c: tuple) -> tuple:
+                return c[1], c[0]
         inf = (float('inf'), float('inf'), [])
         best = [[inf] * (n + 1) for _ in range(num_stages + 1)]
         best[0][0] = (0.0, 0.0, [])
@@ -99,26 +106,17 @@ def balance(costs: Sequence[float], num_stages: int,
             for i in range(s, n + 1):
                 for j in range(s - 1, i):
                     prev = best[s - 1][j]
-                    if prev[0] == float('inf'):
-                        continue
                     neck = max(prev[0], prefix[i] - prefix[j])
-                    cut_cost = prev[1] + (tie[j] if j > 0 else 0.0)
-                    cand = (neck, cut_cost, prev[2] + ([j] if j > 0 else []))
-                    cur = best[s][i]
-                    if _better(cand, cur, slack):
+                    if prev[0] == float('inf') or (limit is not None and neck > limit):
+                        continue
+                    cand = (neck, prev[1] + (tie[j] if j > 0 else 0.0),
+                            prev[2] + ([j] if j > 0 else []))
+                    if key(cand) < key(best[s][i]):
                         best[s][i] = cand
         return best[num_stages][n]
 
-    optimum = solve(0.0)[0]
-    return solve(optimum * 0.01)[2]
-
-
-def _better(cand: tuple, cur: tuple, slack: float) -> bool:
-    if cur[0] == float('inf'):
-        return True
-    if abs(cand[0] - cur[0]) <= slack:
-        return cand[1] < cur[1] or (cand[1] == cur[1] and cand[0] < cur[0])
-    return cand[0] < cur[0]
+    optimum = solve(None)[0]
+    return solve(optimum * 1.01)[2]
 
 
 def _nbytes(t: Tensor) -> int:

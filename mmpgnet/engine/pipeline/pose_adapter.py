@@ -71,7 +71,7 @@ def _resnet_blocks(backbone: nn.Module) -> Tuple[List[PipelineBlock], Tuple[str,
 def _backbone_blocks(backbone: nn.Module) -> Tuple[List[PipelineBlock], Tuple[str, ...]]:
     if _is_resnet_like(backbone):
         return _resnet_blocks(backbone)
-    raise ValueError(f'PipelineGuidanceWrapper cuts ResNet-like backbones (mmpose/mmdet ResNet, '
+    raise ValueError(f'PipelineParallelWrapper cuts ResNet-like backbones (mmpose/mmdet ResNet, '
                      f'ResNetV1d) into blocks; got {type(backbone).__name__}')
 
 
@@ -104,7 +104,7 @@ def _cffm_blocks(neck: CFFM, feat_keys: Sequence[str], guidance: nn.Module,
             blocks.append(PipelineBlock('guidance', guide, guided, guide_keys, [guidance]))
 
     def merge(s: State) -> State:
-        return dict(feat0=neck._merge_single([s[lv] for lv in levels]))
+        return dict(feat0=neck.merge_levels([s[lv] for lv in levels]))
 
     blocks.append(PipelineBlock('neck.merge', merge, levels, ('feat0', ), [neck.merge_node]))
     return blocks, ('feat0', ), guide_keys
@@ -123,12 +123,12 @@ class TopdownHeatmapAdapter:
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, TopdownPoseEstimator):
-            raise ValueError('PipelineGuidanceWrapper supports MMPose top-down heatmap models '
+            raise ValueError('PipelineParallelWrapper supports MMPose top-down heatmap models '
                              '(TopdownPoseEstimator, PGNetPoseEstimator); got '
                              f'{type(model).__name__}')
         if not hasattr(getattr(model, 'head', None), 'loss_module'):
             head = type(getattr(model, 'head', None)).__name__
-            raise ValueError('PipelineGuidanceWrapper needs a heatmap head with a loss_module '
+            raise ValueError('PipelineParallelWrapper needs a heatmap head with a loss_module '
                              f'(e.g. HeatmapHead), got {head}')
         self.model = model
 

@@ -173,8 +173,8 @@ def check_model_device(model_device: torch.device, group: Optional[dist.ProcessG
         if model_device.type in _backend_device_types(str(backend)):
             return  # e.g. 'cpu:gloo,cuda:nccl' and a CPU model: slower, but it works
         raise ValueError(f'the process group\'s backend {backend!r} takes {device.type} tensors '
-                         f'but the model is on {model_device}: move it to {device} (PipelineRunner '
-                         'does) or launch with a backend for the CPU (gloo)')
+                         f'but the model is on {model_device}: move it to {device} '
+                         '(PipelineParallelRunner does) or launch with a CPU backend (gloo)')
     raise ValueError(f'the model is on {model_device} but this process\'s current '
                      f'{device.type} device is {device}: call torch.{device.type}.set_device('
                      'local_rank) before building the model (MMEngine\'s launcher does) so that '

@@ -1,14 +1,14 @@
 """mmpgnet runners.
 
-``PipelineRunner`` runs the pipeline wrapper, which drives MMPose models: it is loaded only where
-``mmpose.models`` imports.
+``PipelineParallelRunner`` runs the pipeline-parallel wrapper, which drives MMPose models: it is
+loaded only where ``mmpose.models`` imports.
 """
 from mmpgnet.utils.optional_packages import missing_component_getattr, package_available
 
 __all__ = []
 
 if package_available('mmpose'):
-    from .pipeline_runner import PipelineRunner
-    __all__ += ['PipelineRunner']
+    from .pipeline_parallel_runner import PipelineParallelRunner
+    __all__ += ['PipelineParallelRunner']
 else:
-    __getattr__ = missing_component_getattr(__name__, 'mmpose', ['PipelineRunner'])
+    __getattr__ = missing_component_getattr(__name__, 'mmpose', ['PipelineParallelRunner'])

@@ -1,4 +1,4 @@
-"""A Runner that builds pipeline wrappers in every run, and feeds each pipeline one batch."""
+"""A Runner that builds pipeline-parallel wrappers in every run; each pipeline gets one batch."""
 import logging
 import math
 from typing import Any, Dict, Optional, Union
@@ -7,12 +7,14 @@ from mmengine.device import get_device
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from mmengine.registry import MODEL_WRAPPERS, RUNNERS
+from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mmpgnet.engine.model_wrappers.pipeline_guidance_wrapper import PipelineGuidanceWrapper
+from mmpgnet.engine.model_wrappers.pipeline_parallel_wrapper import (PipelineParallelWrapper,
+                                                                     check_microbatch_split)
+from mmpgnet.registry import register_runner
 from mmpgnet.utils.torch_compat import PIPELINING_FEATURE, PIPELINING_MIN_TORCH, require_torch
 
 
@@ -22,12 +24,15 @@ def _is_pipeline_cfg(model_wrapper_cfg: Optional[dict]) -> bool:
     wrapper = model_wrapper_cfg['type']
     if isinstance(wrapper, str):
         wrapper = MODEL_WRAPPERS.get(wrapper)
-    return isinstance(wrapper, type) and issubclass(wrapper, PipelineGuidanceWrapper)
+    return isinstance(wrapper, type) and issubclass(wrapper, PipelineParallelWrapper)
 
 
-@RUNNERS.register_module()
-class PipelineRunner(Runner):
-    """MMEngine ``Runner`` for :class:`PipelineGuidanceWrapper` (``runner_type='PipelineRunner'``).
+@register_runner()
+class PipelineParallelRunner(Runner):
+    """MMEngine ``Runner`` for :class:`PipelineParallelWrapper`.
+
+    Use it with ``runner_type='PipelineParallelRunner'`` (``'PipelineRunner'`` is its deprecated
+    former name).
 
     It differs from ``Runner`` only when ``model_wrapper_cfg`` names a pipeline wrapper:
 
@@ -40,9 +45,10 @@ class PipelineRunner(Runner):
       model);
     * before validation, testing and the hook points where a checkpoint may be saved (every
       ``after_train_epoch``; ``after_train_iter`` of an iteration-based CheckpointHook) the
-      stages are broadcast to every rank of the replica and the optimizer state of all stages is
-      gathered, because ``Runner.save_checkpoint`` runs on rank 0 only; the checkpoint is
-      therefore the plain model's, with the optimizer state of every stage.
+      stages are broadcast to every rank of the replica (the one place that syncs them), and at
+      the checkpoint points the optimizer state of all stages is gathered, because
+      ``Runner.save_checkpoint`` runs on rank 0 only; the checkpoint is therefore the plain
+      model's, with the optimizer state of every stage.
 
     Args:
         *args: the arguments of ``Runner``.
@@ -56,18 +62,15 @@ class PipelineRunner(Runner):
         if self._pipeline:
             require_torch(PIPELINING_FEATURE, PIPELINING_MIN_TORCH)
         train_loader = kwargs.get('train_dataloader')
-        if self._pipeline and isinstance(train_loader, dict):
-            micro = int(wrapper_cfg.get('num_microbatches', 4))
-            batch = int(train_loader.get('batch_size', 1))
-            if batch % micro:
-                raise ValueError(f'train_dataloader.batch_size={batch} is not a multiple of '
-                                 f'model_wrapper_cfg.num_microbatches={micro}: change one of them')
+        if self._pipeline and isinstance(train_loader, dict):  # fail before building anything
+            check_microbatch_split(int(train_loader.get('batch_size', 1)),
+                                   int(wrapper_cfg.get('num_microbatches', 4)))
         super().__init__(*args, **kwargs)
 
     @property
-    def pipeline(self) -> Optional[PipelineGuidanceWrapper]:
-        """The pipeline wrapper, or None."""
-        return self.model if isinstance(self.model, PipelineGuidanceWrapper) else None
+    def pipeline(self) -> Optional[PipelineParallelWrapper]:
+        """The pipeline-parallel wrapper, or None."""
+        return self.model if isinstance(self.model, PipelineParallelWrapper) else None
 
     def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: nn.Module) -> nn.Module:
         """Build the pipeline wrapper (in every run), or defer to ``Runner.wrap_model``.
@@ -107,8 +110,8 @@ class PipelineRunner(Runner):
         is_train = self._pipeline and getattr(self, '_building_train_loop', False)
         if is_train and isinstance(dataloader, dict) and not dataloader.get('drop_last', False):
             dataloader = dict(dataloader, drop_last=True)
-            print_log('PipelineRunner: train_dataloader.drop_last=True, so that every batch '
-                      'splits into equal micro-batches', 'current')
+            print_log('PipelineParallelRunner: train_dataloader.drop_last=True, so that every '
+                      'batch splits into equal micro-batches', 'current')
         loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
         if is_train:
             _shard_per_replica(loader, self.model.layout)
@@ -142,19 +145,19 @@ class PipelineRunner(Runner):
         """
         pipeline = self.pipeline
         if pipeline is not None:
-            if fn_name in ('before_val_epoch', 'before_test_epoch'):
+            checkpoint_due = self._checkpoint_due(fn_name)
+            if checkpoint_due or fn_name in ('before_val_epoch', 'before_test_epoch'):
                 pipeline.sync_stages()
+            if checkpoint_due:
+                self._optim_state = pipeline.gather_optimizer_state(self.optim_wrapper.optimizer)
             elif fn_name == 'before_train_iter':
                 self._optim_state = None  # the next step makes it stale
-            elif self._checkpoint_due(fn_name):
-                pipeline.sync_stages()
-                self._optim_state = pipeline.gather_optimizer_state(self.optim_wrapper.optimizer)
             elif fn_name == 'before_save_checkpoint' and 'optimizer' in kwargs['checkpoint']:
                 if getattr(self, '_optim_state', None) is not None:
                     kwargs['checkpoint']['optimizer']['state'] = self._optim_state
                 elif not pipeline.local:
-                    print_log('PipelineRunner: a checkpoint saved outside an epoch end or an '
-                              'iteration-based CheckpointHook interval holds only stage '
+                    print_log('PipelineParallelRunner: a checkpoint saved outside an epoch end or '
+                              'an iteration-based CheckpointHook interval holds only stage '
                               f'{pipeline.stage}\'s optimizer state', 'current', logging.WARNING)
         super().call_hook(fn_name, **kwargs)
 
@@ -173,8 +176,8 @@ def _shard_per_replica(loader: DataLoader, layout: Any) -> None:
     if getattr(sampler, 'world_size', None) == layout.num_replicas or layout.local:
         return
     if not hasattr(sampler, 'world_size'):
-        raise TypeError('PipelineRunner shards MMEngine DefaultSampler / InfiniteSampler per '
-                        f'pipeline replica; got {type(sampler).__name__}')
+        raise TypeError('PipelineParallelRunner shards MMEngine DefaultSampler / InfiniteSampler '
+                        f'per pipeline replica; got {type(sampler).__name__}')
     sampler.rank, sampler.world_size = layout.replica, layout.num_replicas
     if hasattr(sampler, 'total_size'):  # DefaultSampler
         if sampler.round_up:

@@ -1,11 +1,12 @@
 """Heatmap guidance of PGS: auxiliary heads on intermediate CFFM levels (training only)."""
 from typing import Dict, List, Optional, Sequence, Union
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
+
+from mmpgnet.registry import register_model
 
 TARGET_RESIZE_MODES = ('max', 'avg', 'bilinear')
 
@@ -34,12 +35,13 @@ def resize_heatmaps(heatmaps: Tensor, size: Sequence[int], mode: str = 'max') ->
     raise ValueError(f'target_resize must be one of {TARGET_RESIZE_MODES}, got {mode!r}')
 
 
+@register_model()
 class HeatmapGuidance(BaseModule):
     """Auxiliary heatmap heads on intermediate fused levels, with deep -> shallow feedback.
 
     For each guidance level ``i`` a 1x1 conv predicts ``num_keypoints`` heatmaps at that level's
     stride. Two losses train them, each weighted and multiplied by the estimator's
-    ``guidance_scale`` (the schedule of :class:`~mmpgnet.engine.hooks.PipelineGuidanceHook`):
+    ``guidance_scale`` (set by :class:`~mmpgnet.engine.hooks.GuidanceScaleHook`):
 
     * guidance: the ground-truth heatmaps resized to the level's size (``target_resize``),
       weight ``weights[i]``, loss ``loss`` (keypoint-weighted MSE by default);
@@ -49,7 +51,10 @@ class HeatmapGuidance(BaseModule):
 
     The module runs in training only: the estimator never calls it in ``predict`` or ``tensor``
     mode, so inference costs nothing, and its ``guidance.*`` weights can be dropped from an
-    inference checkpoint.
+    inference checkpoint. :class:`~mmpgnet.models.PGNetPoseEstimator` builds it through the
+    registry from its ``guidance_cfg`` (``type='HeatmapGuidance'`` by default), filling
+    ``in_channels``, ``num_keypoints`` and ``loss`` (the main head's own ``loss_module``, unless
+    ``guidance_cfg`` gives a loss config).
 
     Args:
         in_channels (int): channels of every guided level (CFFM's ``out_channels``).
@@ -58,7 +63,8 @@ class HeatmapGuidance(BaseModule):
         weights (Sequence[float]): guidance loss weight of each level.
         feedback_weight (float): weight of the deep -> shallow feedback loss of each level.
             Defaults to 0 (off).
-        loss (nn.Module): loss ``loss(pred, target, keypoint_weights)``.
+        loss (nn.Module): loss ``loss(pred, target, keypoint_weights)``, e.g. the main head's
+            ``loss_module`` (shared, not copied).
         target_resize (str): how targets reach a level's size, see :func:`resize_heatmaps`.
         init_cfg (dict, optional): initialisation config.
     """
@@ -130,10 +136,3 @@ class HeatmapGuidance(BaseModule):
                 losses[f'loss_fb_l{level}'] = self.loss_module(pred, soft, keypoint_weights) * \
                     (self.feedback_weight * scale)
         return losses
-
-    def zero_losses(self, device: torch.device) -> Dict[str, Tensor]:
-        """The loss keys of :meth:`loss`, all zero (for logging when guidance is off)."""
-        keys = [f'loss_guide_l{i}' for i in self.in_levels]
-        if self.feedback_weight > 0:
-            keys += [f'loss_fb_l{i}' for i in self.in_levels]
-        return {k: torch.zeros((), device=device) for k in keys}

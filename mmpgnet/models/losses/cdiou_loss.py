@@ -45,11 +45,10 @@ def cdiou_loss(pred: Tensor,
         target (Tensor): target boxes, shape ``(n, 4)``.
         eps (float): added to the union and to ``D^2``. Defaults to 1e-7.
         distance (str): ``'center'`` or ``'corner'``. Defaults to ``'center'``.
-        mask (Tensor, optional): ``(n,)`` bool; pairs where it is False get loss 0 and no
-            gradient (whatever their boxes). Defaults to None.
-        check_finite (bool, optional): reject NaN / Inf coordinates (reads the values on the
-            host); None follows ``MMPGNET_CHECK_INPUTS`` (see
-            :func:`~.iou_loss_function.value_checks_enabled`). Defaults to None.
+        mask (Tensor, optional): ``(n,)`` bool, False where a pair gets loss 0 and no gradient.
+            Defaults to None.
+        check_finite (bool, optional): reject NaN / Inf coordinates, as in
+            :func:`~.giou_loss.giou_loss`. Defaults to None.
 
     Returns:
         Tensor: loss of each pair, shape ``(n,)`` (float32 for fp16/bf16 input).

@@ -1,5 +1,5 @@
 """CFFM: the Cascaded Fusion Feature Model neck of PGNet."""
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -300,8 +300,8 @@ class CFFM(BaseModule):
                 raise ValueError(f'CFFM input level {i} must have shape (N, {channels}, H, W) '
                                  f'(in_channels={self.in_channels}), got {tuple(x.shape)}')
 
-    def _run_cascade(self, cascade: nn.ModuleDict, feats: List[Tensor]) -> List[Tensor]:
-        """Run one top-down + bottom-up cascade.
+    def _run_cascade_nodes(self, cascade: nn.ModuleDict, feats: List[Tensor]) -> List[Tensor]:
+        """Run the nodes of one top-down + bottom-up cascade.
 
         Args:
             cascade (nn.ModuleDict): nodes from :meth:`_make_cascade`.
@@ -365,8 +365,8 @@ class CFFM(BaseModule):
         """Run cascade ``index`` on all ``num_levels`` maps.
 
         A cascade past ``finest_level_cascades`` passes the finest map through and fuses the
-        others. Callers that need the intermediate cascades (PGS guidance, the pipeline split)
-        use this instead of the cascade modules directly.
+        others. One of the steps of :meth:`forward` (see there), public for the pipeline-parallel
+        split, which runs each cascade as a block of its own.
 
         Args:
             index (int): cascade index, ``0 .. num_cascades - 1``.
@@ -377,19 +377,35 @@ class CFFM(BaseModule):
         """
         cascade = self.cascades[index]
         if index < self.finest_level_cascades:
-            return self._run_cascade(cascade, feats)
-        return [feats[0]] + self._run_cascade(cascade, feats[1:])
+            return self._run_cascade_nodes(cascade, feats)
+        return [feats[0]] + self._run_cascade_nodes(cascade, feats[1:])
 
-    def _merge_single(self, feats: List[Tensor]) -> Tensor:
-        """Fuse all levels at the resolution of ``single_level``."""
+    def merge_levels(self, feats: List[Tensor]) -> Tensor:
+        """Fuse all levels at the resolution of ``single_level`` (single mode's last step).
+
+        Args:
+            feats (list[Tensor]): the ``num_levels`` maps of the last cascade, finest first.
+
+        Returns:
+            Tensor: the single output map.
+        """
         target = feats[self.single_level - self.start_level]
         resized = [self._resize(x, target) for x in feats]
         free = tuple(i for i, (_, fresh) in enumerate(resized) if fresh)
         return self.merge_node([x for x, _ in resized], free=free)
 
-    def _add_extra_levels(self, outs: List[Tensor], inputs: Sequence[Tensor],
-                          laterals: List[Tensor]) -> List[Tensor]:
-        """Append extra pyramid levels up to ``num_outs`` (as mmdet's FPN)."""
+    def add_extra_levels(self, outs: List[Tensor], inputs: Sequence[Tensor],
+                         laterals: List[Tensor]) -> List[Tensor]:
+        """Append extra pyramid levels up to ``num_outs`` (as mmdet's FPN; pyramid mode).
+
+        Args:
+            outs (list[Tensor]): the ``num_levels`` maps of the last cascade (appended to).
+            inputs (Sequence[Tensor]): the maps of :meth:`prepare_inputs`.
+            laterals (list[Tensor]): the maps of :meth:`project`.
+
+        Returns:
+            list[Tensor]: ``outs`` with ``num_outs`` maps.
+        """
         num_extra = self.num_outs - len(outs)
         if num_extra <= 0:
             return outs
@@ -406,12 +422,24 @@ class CFFM(BaseModule):
             outs.append(conv(source))
         return outs
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+    def forward(self,
+                inputs: Sequence[Tensor],
+                on_cascade: Optional[Callable[[int, List[Tensor]], None]] = None
+                ) -> Tuple[Tensor, ...]:
         """Fuse the backbone features.
+
+        The steps, in order: :meth:`prepare_inputs`, :meth:`project`, :meth:`run_cascade` for
+        each cascade, then :meth:`merge_levels` (single mode) or :meth:`add_extra_levels`
+        (pyramid mode). This is the only place that sequences them; the pipeline-parallel split
+        (:mod:`mmpgnet.engine.pipeline.pose_adapter`) runs the same public steps as blocks.
 
         Args:
             inputs (Sequence[Tensor]): ``len(in_channels)`` maps, level ``i`` of shape
                 ``(N, in_channels[i], H_i, W_i)``, finest first.
+            on_cascade (Callable, optional): a tap on the intermediate cascades, called as
+                ``on_cascade(index, levels)`` right after cascade ``index`` with its
+                ``num_levels`` fused maps (finest first). PGS guidance reads its levels here,
+                so that its heads run where the pipeline runs them too. Defaults to None.
 
         Returns:
             tuple[Tensor]: ``num_outs`` maps of ``out_channels`` (pyramid mode) or one map at
@@ -422,6 +450,8 @@ class CFFM(BaseModule):
         feats = laterals
         for index in range(self.num_cascades):
             feats = self.run_cascade(index, feats)
+            if on_cascade is not None:
+                on_cascade(index, feats)
         if self.out_mode == 'single':
-            return (self._merge_single(feats), )
-        return tuple(self._add_extra_levels(list(feats), inputs, laterals))
+            return (self.merge_levels(feats), )
+        return tuple(self.add_extra_levels(list(feats), inputs, laterals))

@@ -1,6 +1,6 @@
 """PGNet top-down pose estimator: TopdownPoseEstimator + PGS heatmap guidance (training only)."""
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.optim import OptimWrapper
@@ -11,9 +11,9 @@ from mmpose.utils.tensor_utils import to_numpy
 from torch import Tensor
 
 from mmpgnet.engine.optim_wrappers import traceable_optim_context
+from mmpgnet.models.heads import HeatmapGuidance
 from mmpgnet.models.necks.cffm import CFFM
-from mmpgnet.registry import register_model
-from .heatmap_guidance import HeatmapGuidance
+from mmpgnet.registry import MODELS, register_model
 
 GUIDANCE_PREFIX = 'guidance.'
 
@@ -36,6 +36,10 @@ def pack_heatmap_targets(data_samples: Sequence) -> Tuple[Tensor, Tensor]:
 def heatmap_head_loss(head: torch.nn.Module, pred: Tensor, gt_heatmaps: Tensor,
                       keypoint_weights: Tensor, train_cfg: dict) -> Dict[str, Tensor]:
     """The losses of MMPose's ``HeatmapHead.loss`` computed from tensors.
+
+    ``HeatmapHead.loss`` runs the head and reads the targets from data samples; the guided
+    model needs the heatmaps for the feedback loss too, and the last pipeline-parallel stage has
+    tensors, not data samples. This is its tensor form, with the head's own ``loss_module``.
 
     Args:
         head (nn.Module): a heatmap head with ``loss_module``.
@@ -81,44 +85,6 @@ def _preprocess_eagerly(data_preprocessor: torch.nn.Module, data: Union[dict, tu
     return data_preprocessor(data, training)
 
 
-def cffm_levels_and_outputs(
-        neck: CFFM,
-        feats: Sequence[Tensor],
-        cascade: int,
-        on_levels: Optional[Callable[[List[Tensor]], Any]] = None
-) -> Tuple[Tuple[Tensor, ...], List[Tensor], Any]:
-    """Run a CFFM neck and also return the fused levels of one cascade.
-
-    It calls the neck's own building blocks in the order of ``CFFM.forward`` (the tests check
-    that the outputs equal ``neck(feats)``). ``on_levels`` runs right after that cascade, which
-    is where the pipeline's guidance block runs too, so that the single-process model and the
-    pipeline stages record their operations in the same order (and sum gradients in the same
-    order: the results then agree to float rounding, not just approximately).
-
-    Args:
-        neck (CFFM): the neck.
-        feats (Sequence[Tensor]): backbone features.
-        cascade (int): index of the cascade whose output levels are returned.
-        on_levels (Callable, optional): called with that cascade's levels.
-
-    Returns:
-        tuple: the neck's outputs, the ``num_levels`` fused maps of cascade ``cascade`` and
-        what ``on_levels`` returned (None without it).
-    """
-    feats = neck.prepare_inputs(feats)
-    laterals = neck.project(feats)
-    levels, extra, x = None, None, laterals
-    for k in range(neck.num_cascades):
-        x = neck.run_cascade(k, x)
-        if k == cascade:
-            levels = x
-            if on_levels is not None:
-                extra = on_levels(levels)
-    if neck.out_mode == 'single':
-        return (neck._merge_single(x), ), levels, extra
-    return tuple(neck._add_extra_levels(list(x), feats, laterals)), levels, extra
-
-
 @register_model()
 class PGNetPoseEstimator(TopdownPoseEstimator):
     """Top-down pose estimator with the guidance of PGNet's Pipeline Guidance Strategy.
@@ -131,18 +97,18 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
     drops ``guidance.*`` keys on load) gives an inference model without their parameters.
 
     Args:
-        guidance_cfg (dict, optional): None for no guidance, else a dict with
-            ``in_levels`` (indices of CFFM's used levels, 0 = finest), ``weights`` (one per
-            level), ``feedback_weight`` (default 0), ``loss`` (an MMPose loss config, default
-            ``dict(type='KeypointMSELoss', use_target_weight=True)``), ``cascade`` (the cascade
-            whose levels are guided, default -1 = the last) and ``target_resize``
-            (``'max'``, ``'avg'`` or ``'bilinear'``, default ``'max'``).
+        guidance_cfg (dict, optional): None for no guidance, else the config of the guidance
+            heads, built through the registry (``type`` defaults to ``'HeatmapGuidance'``; see
+            :class:`~mmpgnet.models.heads.HeatmapGuidance` for ``in_levels``, ``weights``,
+            ``feedback_weight``, ``target_resize``), plus two keys read here: ``cascade`` (the
+            cascade whose levels are guided, default -1 = the last) and ``loss`` (an MMPose loss
+            config; default None: the main head's own ``loss_module``).
         **kwargs: the arguments of :class:`TopdownPoseEstimator` (backbone, neck, head,
             train_cfg, test_cfg, data_preprocessor, init_cfg, metainfo).
 
     Attributes:
         guidance_scale (Tensor): multiplier of every guidance weight, 1 by default; set per
-            iteration by :class:`~mmpgnet.engine.hooks.PipelineGuidanceHook` (assign a float).
+            iteration by :class:`~mmpgnet.engine.hooks.GuidanceScaleHook` (assign a float).
             It is a 0-dim buffer on the model's device, not a Python float, so that a schedule
             that changes it every iteration neither copies it to the GPU in the step nor makes
             ``torch.compile`` recompile (it would guard on a float's value).
@@ -171,24 +137,19 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
         cascade = int(cfg.pop('cascade', -1))
         if not -neck.num_cascades <= cascade < neck.num_cascades:
             raise ValueError(f'guidance_cfg.cascade={cascade} does not exist: the CFFM neck has '
-                             f'{neck.num_cascades} cascade(s), use 0..{neck.num_cascades - 1} or -1')
+                             f'{neck.num_cascades} cascade(s), use '
+                             f'0..{neck.num_cascades - 1} or -1')
         self.guidance_cascade = cascade % neck.num_cascades
-        in_levels = list(cfg.pop('in_levels', []))
-        bad = [i for i in in_levels if not 0 <= i < neck.num_levels]
+        bad = [i for i in cfg.get('in_levels', []) if not 0 <= i < neck.num_levels]
         if bad:
             raise ValueError(f'guidance_cfg.in_levels {bad} do not exist: the CFFM neck fuses '
                              f'{neck.num_levels} levels, indices 0..{neck.num_levels - 1} '
                              '(0 = finest used backbone level)')
-        loss_cfg = cfg.pop('loss', dict(type='KeypointMSELoss', use_target_weight=True))
-        unknown = set(cfg) - {'weights', 'feedback_weight', 'target_resize', 'init_cfg'}
-        if unknown:
-            raise ValueError(f'guidance_cfg has unknown keys {sorted(unknown)}')
-        return HeatmapGuidance(
-            in_channels=neck.out_channels,
-            num_keypoints=self.head.out_channels,
-            in_levels=in_levels,
-            loss=POSE_MODELS.build(loss_cfg),
-            **cfg)
+        loss_cfg = cfg.pop('loss', None)
+        loss = self.head.loss_module if loss_cfg is None else POSE_MODELS.build(loss_cfg)
+        cfg.setdefault('type', 'HeatmapGuidance')
+        return MODELS.build(cfg, default_args=dict(
+            in_channels=neck.out_channels, num_keypoints=self.head.out_channels, loss=loss))
 
     @property
     def guidance_scale(self) -> Tensor:
@@ -220,12 +181,13 @@ class PGNetPoseEstimator(TopdownPoseEstimator):
             level of ``guidance_cfg.in_levels``.
         """
         feats = self.backbone(inputs)
+        preds: List[Tensor] = []
 
-        def guide(levels: List[Tensor]) -> List[Tensor]:
-            return self.guidance([levels[i] for i in self.guidance.in_levels])
+        def guide(index: int, levels: List[Tensor]) -> None:
+            if index == self.guidance_cascade:
+                preds.extend(self.guidance([levels[i] for i in self.guidance.in_levels]))
 
-        outs, _, preds = cffm_levels_and_outputs(self.neck, feats, self.guidance_cascade, guide)
-        return outs, preds
+        return self.neck(feats, on_cascade=guide), preds
 
     def loss_by_tensors(self, heatmaps: Tensor, guide_preds: Sequence[Tensor],
                         gt_heatmaps: Tensor, keypoint_weights: Tensor) -> Dict[str, Tensor]:
