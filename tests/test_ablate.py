@@ -345,6 +345,29 @@ def test_main_exits_non_zero_naming_failures(spec, tiny_config, tmp_path, monkey
     assert osp.getsize(tmp_path / 'work' / 'summary.png') > 10_000
 
 
+def test_dry_run_prints_the_runs_still_to_do(tiny_config, tmp_path, monkeypatch, capsys):
+    spec_file = tmp_path / 'spec.py'
+    work = tmp_path / 'work'
+    spec_file.write_text(f'base_config = {tiny_config!r}\nseeds = [0, 1]\nbaseline = "a"\n'
+                         f'variants = dict(a=dict(), b=dict(cfg_options=dict(x=1)))\n'
+                         f'work_root = {str(work)!r}\n')
+    jobs = ablate.prepare_jobs(ablate.load_spec(str(spec_file)), write=False)
+    done = next(j for j in jobs if (j.variant, j.seed) == ('a', 1))
+    work.mkdir()
+    ablate.append_result(str(work / 'results.jsonl'),
+                         _record('a', 1, 0.5, done.variant_hash))
+    monkeypatch.setattr(ablate, 'train_once', lambda *a, **kw: pytest.fail('dry run trained'))
+    assert ablate.main([str(spec_file), '--dry-run']) == []
+    lines = capsys.readouterr().out.splitlines()
+    runs = [(line.split()[2], line.split('randomness.seed=')[1].split()[0]) for line in lines]
+    assert runs == [(str(work / 'a' / 'config.py'), '0'), (str(work / 'b' / 'config.py'), '0'),
+                    (str(work / 'b' / 'config.py'), '1')]
+    assert all(line.split()[1] == ablate.TRAIN_SCRIPT for line in lines)
+    # the configs the commands name exist, so the printed commands run as they are
+    assert all(osp.isfile(line.split()[2]) for line in lines)
+    assert not (work / 'summary.md').exists()
+
+
 def test_format_eta():
     assert ablate.format_eta(3725.4) == '01:02:05' and ablate.format_eta(math.nan) == '--:--:--'
 

@@ -895,7 +895,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--summarize-only', action='store_true',
                         help='train nothing: summarise results.jsonl')
     parser.add_argument('--dry-run', action='store_true',
-                        help='print the training commands of the runs still to do, run none')
+                        help='print the training commands of the runs still to do, run none '
+                        '(the merged configs they name are written, so they run as printed)')
     parser.add_argument('--timeout', type=float, default=None,
                         help='seconds after which one run is killed and recorded as failed')
     return parser.parse_args(argv)
