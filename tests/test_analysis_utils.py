@@ -1,4 +1,5 @@
-"""The analysis tools' shared helper: timing order, Markdown tables, config loading."""
+"""The analysis tools' shared helper: timing order, Markdown tables, config loading, COCO AP."""
+import json
 import os.path as osp
 import sys
 
@@ -47,3 +48,34 @@ def test_load_config_resolves_package_prefixes_and_scope():
     assert cfg.model.type == 'TopdownPoseEstimator'
     assert analysis_utils.config_scope(cfg) == 'mmpose'
     assert analysis_utils.config_scope(dict(), default='mmdet') == 'mmdet'
+
+
+def _person(ann_id: int, x0: float) -> dict:
+    keypoints = []
+    for k in range(17):
+        keypoints += [x0 + 5 + 3 * k, 20 + 4 * k, 2]
+    return dict(id=ann_id, image_id=1, category_id=1, iscrowd=0, num_keypoints=17,
+                bbox=[x0, 10, 60, 90], area=60 * 90, keypoints=keypoints)
+
+
+def test_coco_keypoint_ap_hand_computed(tmp_path):
+    gt = dict(images=[dict(id=1, width=300, height=120, file_name='1.jpg')],
+              annotations=[_person(1, 0), _person(2, 150)],
+              categories=[dict(id=1, name='person', keypoints=[str(k) for k in range(17)],
+                               skeleton=[])])
+    gt_file = tmp_path / 'gt.json'
+    gt_file.write_text(json.dumps(gt))
+    exact = [dict(image_id=1, category_id=1, keypoints=a['keypoints'], score=0.9)
+             for a in gt['annotations']]
+    assert analysis_utils.coco_keypoint_ap(str(gt_file), exact) == dict(
+        AP=pytest.approx(1.0), AP50=pytest.approx(1.0), AP75=pytest.approx(1.0),
+        AR=pytest.approx(1.0))
+    # the second person's prediction 40 px off (OKS ~ 0): recall stops at 1/2 with precision 1,
+    # so 51 of COCO's 101 recall points have precision 1: AP = 51 / 101, AR = 1 / 2
+    off = dict(exact[1], score=0.5, keypoints=[v + 40 * (i % 3 == 0) for i, v in
+                                               enumerate(exact[1]['keypoints'])])
+    results = [exact[0], off]
+    stats = analysis_utils.coco_keypoint_ap(str(gt_file), results)
+    assert stats == dict(AP=pytest.approx(51 / 101), AP50=pytest.approx(51 / 101),
+                         AP75=pytest.approx(51 / 101), AR=pytest.approx(0.5))
+    assert results == [exact[0], off] and 'id' not in off  # loadRes's additions stay in a copy

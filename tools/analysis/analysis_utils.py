@@ -1,4 +1,4 @@
-"""What the analysis tools share: timing loops, Markdown tables, matplotlib figures, configs.
+"""What the analysis tools share: timing loops, Markdown tables, figures, configs, COCO AP.
 
 Only the standard library is imported at module level: ``gpu_report.py`` runs where torch is the
 only third-party package, so torch, matplotlib and the OpenMMLab packages are imported inside
@@ -9,10 +9,13 @@ A tool imports this module after putting its own folder first on ``sys.path``::
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
     import analysis_utils  # noqa: E402
 """
+import contextlib
+import copy
+import io
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 #: Markdown separator cell of each alignment letter of :func:`format_markdown_table`
 _SEPARATORS = {'l': '---', 'r': '---:', 'c': ':---:'}
@@ -283,3 +286,27 @@ def build_in_scope(cfg: dict, scope: str, registry=None):
     from mmengine.registry import MODELS, DefaultScope
     with DefaultScope.overwrite_default_scope(scope):
         return (registry or MODELS).build(cfg)
+
+
+# ----------------------------------------------------------------------------- COCO evaluation
+def coco_keypoint_ap(gt_file: str, results: List[Dict]) -> Dict[str, float]:
+    """COCO key-point AP of results, with pycocotools' printing silenced.
+
+    Args:
+        gt_file (str): the ground-truth annotation file.
+        results (list[dict]): COCO key-point results (``image_id``, ``category_id``,
+            ``keypoints``, ``score``); not modified.
+
+    Returns:
+        dict: ``AP``, ``AP50``, ``AP75`` and ``AR`` (``stats[0, 1, 2, 5]`` of ``COCOeval``).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(gt_file)
+        evaluation = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), 'keypoints')
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = evaluation.stats
+    return dict(AP=stats[0], AP50=stats[1], AP75=stats[2], AR=stats[5])

@@ -21,9 +21,6 @@ Example::
         data/synthetic_coco/annotations/person_keypoints_val.json work_dirs/x/pred.keypoints.json
 """
 import argparse
-import contextlib
-import copy
-import io
 import json
 import os.path as osp
 import sys
@@ -106,27 +103,6 @@ def match_predictions(gt: Dict, results: List[Dict],
         taken.add(free[best]['id'])
         matches[i] = (free[best], oks[best])
     return matches
-
-
-def coco_keypoint_ap(gt_file: str, results: List[Dict]) -> Dict[str, float]:
-    """COCO key-point AP, AP50 and AP75 of results (pycocotools, quietly).
-
-    Args:
-        gt_file (str): the ground-truth annotation file.
-        results (list[dict]): COCO key-point results.
-
-    Returns:
-        dict: ``AP``, ``AP50``, ``AP75``.
-    """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(gt_file)
-        evaluation = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), 'keypoints')
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return dict(AP=evaluation.stats[0], AP50=evaluation.stats[1], AP75=evaluation.stats[2])
 
 
 def oracle_results(results: List[Dict], matches: Sequence, replace: Callable) -> List[Dict]:
@@ -244,8 +220,8 @@ def analyse(gt_file: str, result_file: str) -> Dict:
                     mean_oks=float(people.mean()),
                     **{f'share_oks>{t}': float((people > t).mean()) for t in (0.5, 0.75, 0.9)}),
         keypoints=per_keypoint,
-        oracles={name: coco_keypoint_ap(gt_file, oracle_results(results, matches, rule))
-                 for name, rule in oracles.items()})
+        oracles={name: analysis_utils.coco_keypoint_ap(
+            gt_file, oracle_results(results, matches, rule)) for name, rule in oracles.items()})
 
 
 def format_report(report: Dict) -> str:
