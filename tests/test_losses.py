@@ -154,11 +154,11 @@ def test_empty_input_gives_zero_loss_that_backpropagates(module, reduction):
     loss_fn = module()
     pred = torch.zeros(0, 4, requires_grad=True)
     loss = loss_fn(pred, torch.zeros(0, 4), reduction_override=reduction)
-    assert torch.isfinite(loss).all() and float(loss.sum()) == 0.0
+    assert torch.isfinite(loss).all() and float(loss.detach().sum()) == 0.0
     loss.sum().backward()
     assert pred.grad is not None and pred.grad.shape == (0, 4)
     # with avg_factor as well, and as a plain two-argument call
-    assert float(loss_fn(pred, torch.zeros(0, 4), avg_factor=0)) == 0.0
+    assert float(loss_fn(pred, torch.zeros(0, 4), avg_factor=0).detach()) == 0.0
 
 
 @pytest.mark.parametrize('module', [GIoULoss, CDIoULoss])
@@ -258,7 +258,7 @@ def test_weight_avg_factor_and_reductions_match_mmdet(name):
             l1 = ours(p1, target, **kwargs)
             if all_zero and effective == 'none':
                 # mmdet returns a scalar 0 here, ours keeps the (n,) shape of 'none'
-                assert l2.dim() == 0 and float(l2) == 0 and l1.shape == (40, )
+                assert l2.dim() == 0 and float(l2.detach()) == 0 and l1.shape == (40, )
                 l2 = l2.expand_as(l1)
             torch.testing.assert_close(l1, l2, rtol=1e-9, atol=1e-9, msg=str(kwargs))
             l1.sum().backward()
