@@ -282,11 +282,14 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(
         SMALL_DEMO, train_cfg=dict(val_interval=10),
         default_hooks=dict(checkpoint=dict(interval=1, max_keep_ckpts=1, save_best=None))))
     if backend == 'local':
-        line = _tool_error(['train.py', resume_cfg, '--resume'])
-        assert line == (f'error: --resume: no complete checkpoint in {work_dir}: {first} (named '
-                        f'in last_checkpoint) does not exist; {second} is truncated '
-                        f'({osp.getsize(second)} bytes; its zip archive has no central '
-                        'directory): the run that wrote it was probably stopped while saving')
+        # --resume, and a config's own resume=True (MMEngine would load the truncated file)
+        for args, option in ((['--resume'], '--resume'),
+                             (['--cfg-options', 'resume=True'], 'resume=True')):
+            line = _tool_error(['train.py', resume_cfg] + args)
+            assert line == (f'error: {option}: no complete checkpoint in {work_dir}: {first} '
+                            f'(named in last_checkpoint) does not exist; {second} is truncated '
+                            f'({osp.getsize(second)} bytes; its zip archive has no central '
+                            'directory): the run that wrote it was probably stopped while saving')
         return
     out = run_tool(['train.py', resume_cfg, '--resume'], timeout=300)
     assert f'Load checkpoint from {first}' in out and 'resumed epoch: 1' in out, out[-3000:]

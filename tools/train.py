@@ -6,6 +6,7 @@ Examples::
     python tools/train.py CONFIG --synthetic-data data/synthetic_coco --work-dir work_dirs/x
     python tools/train.py CONFIG --resume                # the newest complete one of the work dir
     python tools/train.py CONFIG --resume path/to/epoch_3.pth
+    python tools/train.py CONFIG --cfg-options resume=True  # as --resume with no file
     bash tools/dist_train.sh CONFIG 2 --synthetic-data data/synthetic_coco
 
 The registry scope comes from the config's ``default_scope`` (``mmpose`` or ``mmdet``).
@@ -48,21 +49,27 @@ def main(argv=None) -> None:
     cfg = load_config(args)
     if args.amp:
         enable_amp(cfg)
-    if args.resume == 'auto':
+    resume, option = args.resume, '--resume'
+    if resume is None and cfg.get('resume') is True and not cfg.get('load_from'):
+        # a config's own resume=True means MMEngine's "the latest checkpoint of the work dir":
+        # take the same path as --resume without a file
+        resume, option = 'auto', 'resume=True'
+    if resume == 'auto':
         # the newest complete checkpoint (one cut short by a killed save is skipped); without
         # one the run starts as the config says (from its load_from, if it has one)
-        latest = checkpoint_check.find_resumable_checkpoint(cfg.work_dir)
+        latest = checkpoint_check.find_resumable_checkpoint(cfg.work_dir, option)
         cfg.resume = latest is not None
         if latest is not None:
             cfg.load_from = latest
-    elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise FileNotFoundError(f'--resume: checkpoint {args.resume} does not exist')
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume: checkpoint {resume} does not exist')
         cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = resume
     runner = build_runner(cfg)
-    if args.resume == 'auto':
-        checkpoint_check.check_same_checkpoint_on_every_rank(cfg.load_from if cfg.resume else None)
+    if resume == 'auto':
+        checkpoint_check.check_same_checkpoint_on_every_rank(
+            cfg.load_from if cfg.resume else None, option)
     mode = 'resume' if cfg.get('resume') else 'load_from'
     checkpoint_check.check_run_checkpoint(cfg, runner.model, mode)
     runner.train()

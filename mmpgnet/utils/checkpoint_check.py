@@ -210,7 +210,7 @@ def _last_checkpoint_record(work_dir: str) -> Optional[str]:
         return f.read().strip() or None
 
 
-def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+def find_resumable_checkpoint(work_dir: str, option: str = '--resume') -> Optional[str]:
     """The newest complete checkpoint of a work dir, for ``--resume`` without a file.
 
     MMEngine resumes from the file named in ``work_dir/last_checkpoint``. That file is written
@@ -222,6 +222,8 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
 
     Args:
         work_dir (str): the run's work dir.
+        option (str): what asked for the resume, as messages name it (``--resume``, or
+            ``resume=True`` from a config).
 
     Returns:
         str | None: the checkpoint, or None if the work dir has none at all (train from the
@@ -242,12 +244,12 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
         reason = incomplete_reason(path)
         if reason is None:
             for note in skipped:
-                print_log(f'--resume: skipped checkpoint {note}; resuming from {path}',
+                print_log(f'{option}: skipped checkpoint {note}; resuming from {path}',
                           'current', level=logging.WARNING)
             return path
         skipped.append(f'{path} {reason}')
     if skipped:
-        raise CheckpointError(f'--resume: no complete checkpoint in {work_dir}: '
+        raise CheckpointError(f'{option}: no complete checkpoint in {work_dir}: '
                               + '; '.join(skipped))
     return None
 
@@ -273,7 +275,7 @@ def check_run_checkpoint(cfg, model: nn.Module, mode: str) -> None:
     check_checkpoint_fits(weights, model, path, mode)
 
 
-def check_same_checkpoint_on_every_rank(path: Optional[str]) -> None:
+def check_same_checkpoint_on_every_rank(path: Optional[str], option: str = '--resume') -> None:
     """Raise unless every rank of a distributed run resumes from the same checkpoint.
 
     Each rank looks for the newest checkpoint in its own view of the work dir. Without storage
@@ -283,6 +285,7 @@ def check_same_checkpoint_on_every_rank(path: Optional[str]) -> None:
 
     Args:
         path (str | None): the checkpoint this rank resumes from.
+        option (str): what asked for the resume, as the message names it.
 
     Raises:
         CheckpointError: naming what each rank found.
@@ -293,6 +296,6 @@ def check_same_checkpoint_on_every_rank(path: Optional[str]) -> None:
     dist.all_gather_object(found, path)
     if len(set(found)) > 1:
         listing = ', '.join(f'rank {r}: {p or "none"}' for r, p in enumerate(found))
-        raise CheckpointError(f'--resume: the ranks found different checkpoints ({listing}): put '
+        raise CheckpointError(f'{option}: the ranks found different checkpoints ({listing}): put '
                               'the work dir on storage every node sees, or pass --resume FILE '
                               'with a file that every node has')
