@@ -156,6 +156,7 @@ def test_table_cost_columns_and_model_complexity(spec):
     (dict(schedule=dict(max_iters=3)), "schedule has unknown keys ['max_iters']"),
     (dict(schedule=dict(max_epochs=0)), 'schedule.max_epochs must be an integer >= 1'),
     (dict(complexity_input=[128, 96]), 'complexity_input must be (channels, height, width)'),
+    (dict(summary_name='out/summary'), "summary_name must be a file name without a folder"),
 ])
 def test_spec_errors_name_the_problem(tiny_config, tmp_path, change, message):
     with pytest.raises(ablate.SpecError, match='^spec s.py: ' + re.escape(message)):
@@ -187,6 +188,7 @@ def test_example_spec_loads_and_defaults(tmp_path):
     raw.pop('work_root')
     spec = ablate.spec_from_dict(raw, 'configs/ablations/x.py')
     assert spec.work_root == osp.join('work_dirs', 'ablations', 'x') and not spec.amp
+    assert spec.summary_name == 'summary'
 
 
 # ----------------------------------------------------------------------------- configs
@@ -343,6 +345,35 @@ def test_main_exits_non_zero_naming_failures(spec, tiny_config, tmp_path, monkey
     rows = ablate.main([str(spec_file), '--summarize-only'])
     assert [r['n'] for r in rows] == [2, 1] and rows[1]['diffs'] == {0: pytest.approx(0.01)}
     assert osp.getsize(tmp_path / 'work' / 'summary.png') > 10_000
+
+
+def test_specs_sharing_a_work_root_keep_a_summary_each(tiny_config, tmp_path, monkeypatch):
+    work = tmp_path / 'work'
+    common = (f'base_config = {tiny_config!r}\nseeds = [0, 1]\n'
+              f'work_root = {str(work)!r}\n')
+    (tmp_path / 'first.py').write_text(
+        common + 'baseline = "a"\nvariants = dict(a=dict(), b=dict(cfg_options=dict(x=1)))\n')
+    (tmp_path / 'second.py').write_text(  # one more variant, the shared runs reused
+        "_base_ = ['./first.py']\nbaseline = 'c'\nvariants = dict(c=dict(cfg_options=dict(x=2)))\n"
+        "summary_name = 'summary_second'\n")
+    trained = []
+
+    def fake_train_once(job, spec, timeout=None):
+        trained.append((job.variant, job.seed))
+        return dict(status='ok', value=0.5 + 0.1 * 'abc'.index(job.variant) + 0.01 * job.seed,
+                    wall_s=1.0)
+
+    monkeypatch.setattr(ablate, 'train_once', fake_train_once)
+    ablate.main([str(tmp_path / 'first.py')])
+    ablate.main([str(tmp_path / 'second.py')])
+    assert trained == [('a', 0), ('a', 1), ('b', 0), ('b', 1), ('c', 0), ('c', 1)]
+    first = (work / 'summary.md').read_text()
+    second = (work / 'summary_second.md').read_text()
+    assert first.startswith(f'# Ablation {tmp_path / "first.py"}') and '| c ' not in first
+    assert second.startswith(f'# Ablation {tmp_path / "second.py"}')
+    assert '| c (baseline) | 2 |' in second and '| a | 2 |' in second
+    assert osp.getsize(work / 'summary.png') > 10_000
+    assert osp.getsize(work / 'summary_second.png') > 10_000
 
 
 def test_dry_run_prints_the_runs_still_to_do(tiny_config, tmp_path, monkeypatch, capsys):

@@ -24,5 +24,7 @@ variants = dict(simplebaseline=dict(cfg_options={
     'model.head.deconv_out_channels': (128, 128, 128),
     'model.head.deconv_kernel_sizes': (4, 4, 4),
 }))
+# its own summary files beside pgnet_demo_guidance.py's summary.md in the shared work_root
+summary_name = 'summary_table1'
 # params (all), GFLOPs (test-time forward of one 128x96 input) and s/iter beside each row
 complexity_input = (3, 128, 96)

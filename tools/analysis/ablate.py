@@ -15,9 +15,10 @@ hash) is already there with ``status='ok'`` is skipped, so an interrupted ablati
 failed run is recorded with the tail of its log, the others still run, and the tool exits
 non-zero at the end naming the failures.
 
-The summary (``summary.md``, ``summary.png`` in the work root; ``--summarize-only`` writes just
-these) gives per variant n, mean and sample std of the metric, and against the baseline the mean
-of the paired differences over the seeds both have, with its 95 % Student-t confidence interval.
+The summary (``summary.md``, ``summary.png`` in the work root, or ``<summary_name>.md`` / ``.png``;
+``--summarize-only`` writes just these) gives per variant n, mean and sample std of the metric,
+and against the baseline the mean of the paired differences over the seeds both have, with its
+95 % Student-t confidence interval.
 
 Example::
 
@@ -54,7 +55,7 @@ import analysis_utils  # noqa: E402
 REQUIRED_KEYS = ('base_config', 'variants', 'baseline', 'seeds')
 OPTIONAL_KEYS = dict(
     metric='coco/AP', cfg_options=None, schedule=None, synthetic_data=None, work_root=None,
-    amp=False, deterministic=False, complexity_input=None)
+    amp=False, deterministic=False, complexity_input=None, summary_name='summary')
 VARIANT_KEYS = ('config', 'cfg_options')
 SCHEDULE_KEYS = ('max_epochs', 'val_interval')
 #: characters of a variant name (it names a folder)
@@ -97,6 +98,7 @@ class Spec:
     amp: bool = False
     deterministic: bool = False
     complexity_input: Optional[Tuple[int, int, int]] = None
+    summary_name: str = 'summary'
 
 
 @dataclass
@@ -204,6 +206,9 @@ def spec_from_dict(raw: dict, path: str) -> Spec:
     _check(shape is None or (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(
         isinstance(v, int) and v > 0 for v in shape)), path,
         f'complexity_input must be (channels, height, width) of one input, got {shape!r}')
+    name = opts['summary_name']
+    _check(isinstance(name, str) and bool(NAME_PATTERN.match(name)), path,
+           f'summary_name must be a file name without a folder or suffix, got {name!r}')
     work_root = opts['work_root'] or osp.join(
         'work_dirs', 'ablations', osp.splitext(osp.basename(path))[0])
     return Spec(
@@ -212,7 +217,7 @@ def spec_from_dict(raw: dict, path: str) -> Spec:
         cfg_options=_check_options(opts['cfg_options'], path, 'cfg_options'),
         schedule=_parse_schedule(opts['schedule'], path), synthetic_data=opts['synthetic_data'],
         work_root=work_root, amp=bool(opts['amp']), deterministic=bool(opts['deterministic']),
-        complexity_input=None if shape is None else tuple(shape))
+        complexity_input=None if shape is None else tuple(shape), summary_name=name)
 
 
 def load_spec(path: str) -> Spec:
@@ -849,6 +854,9 @@ def count_stale(records: Sequence[dict], jobs: Sequence[Job]) -> int:
 def write_summary(spec: Spec, jobs: Sequence[Job], print_fn: Callable = print) -> List[dict]:
     """Summarise the results file: print the table, write ``summary.md`` and ``summary.png``.
 
+    The files are named after the spec's ``summary_name`` (``summary`` by default), so specs that
+    share a ``work_root`` (and its finished runs) keep a summary each.
+
     Args:
         spec (Spec): the spec.
         jobs (list[Job]): the runs (their hashes).
@@ -872,10 +880,11 @@ def write_summary(spec: Spec, jobs: Sequence[Job], print_fn: Callable = print) -
         text += (f'\n{stale} finished run(s) of an earlier version of a variant (another hash) '
                  'are not counted.\n')
     os.makedirs(spec.work_root, exist_ok=True)
-    with open(osp.join(spec.work_root, 'summary.md'), 'w') as f:
+    out = osp.join(spec.work_root, spec.summary_name)
+    with open(f'{out}.md', 'w') as f:
         f.write(f'# Ablation {spec.path}\n\n{text}')
-    plot_summary(rows, spec, osp.join(spec.work_root, 'summary.png'))
-    print_fn(text + f'\nsaved {osp.join(spec.work_root, "summary.md")} and summary.png')
+    plot_summary(rows, spec, f'{out}.png')
+    print_fn(text + f'\nsaved {out}.md and {spec.summary_name}.png')
     return rows
 
 
