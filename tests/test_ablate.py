@@ -1,5 +1,6 @@
 """tools/analysis/ablate.py: spec checks, statistics, resumable runs, one real tiny ablation."""
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -157,6 +158,7 @@ def test_table_cost_columns_and_model_complexity(spec):
     (dict(schedule=dict(max_epochs=0)), 'schedule.max_epochs must be an integer >= 1'),
     (dict(complexity_input=[128, 96]), 'complexity_input must be (channels, height, width)'),
     (dict(summary_name='out/summary'), "summary_name must be a file name without a folder"),
+    (dict(summary_name='summary.md'), "summary_name must be a file name without a folder"),
 ])
 def test_spec_errors_name_the_problem(tiny_config, tmp_path, change, message):
     with pytest.raises(ablate.SpecError, match='^spec s.py: ' + re.escape(message)):
@@ -374,6 +376,16 @@ def test_specs_sharing_a_work_root_keep_a_summary_each(tiny_config, tmp_path, mo
     assert '| c (baseline) | 2 |' in second and '| a | 2 |' in second
     assert osp.getsize(work / 'summary.png') > 10_000
     assert osp.getsize(work / 'summary_second.png') > 10_000
+
+
+def test_the_shipped_specs_sharing_a_work_root_write_different_summaries():
+    specs = [ablate.load_spec(f) for f in
+             sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'ablations', '*.py')))]
+    assert len(specs) >= 5
+    places = [(osp.normpath(spec.work_root), spec.summary_name) for spec in specs]
+    assert len(set(places)) == len(places), places
+    shared = [spec for spec in specs if spec.work_root.endswith('pgnet_demo_guidance')]
+    assert sorted(spec.summary_name for spec in shared) == ['summary', 'summary_table1']
 
 
 def test_dry_run_prints_the_runs_still_to_do(tiny_config, tmp_path, monkeypatch, capsys):

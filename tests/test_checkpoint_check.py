@@ -143,6 +143,8 @@ def test_resume_finds_the_newest_complete_checkpoint(tmp_path, monkeypatch):
     logged = []
     monkeypatch.setattr(checkpoint_check, 'print_log', lambda msg, *a, **k: logged.append(msg))
     assert find_resumable_checkpoint(work) is None  # nothing saved yet: start from scratch
+    assert logged == [f'--resume: no checkpoint in {work} yet: the run starts as the config says']
+    logged.clear()
     first = _ckpt(work, 'epoch_1.pth')
     second = _ckpt(work, 'epoch_2.pth')
     _ckpt(work, 'best_coco_AP_epoch_3.pth')  # a best checkpoint would rewind training
@@ -156,6 +158,18 @@ def test_resume_finds_the_newest_complete_checkpoint(tmp_path, monkeypatch):
     assert logged[0].endswith(f'resuming from {second}')
     os.remove(second)
     assert find_resumable_checkpoint(work) == first
+
+
+@pytest.mark.parametrize('cli, cfg, expected', [
+    (None, dict(), (None, '--resume')),  # no resume: the config as it is
+    (None, dict(resume=True), ('auto', 'resume=True')),  # MMEngine's "latest": ours instead
+    (None, dict(resume=True, load_from='w/epoch_3.pth'), (None, '--resume')),  # MMEngine's
+    (None, dict(resume=False, load_from='w/epoch_3.pth'), (None, '--resume')),
+    ('auto', dict(resume=True, load_from='w/epoch_3.pth'), ('auto', '--resume')),  # CLI wins
+    ('x/epoch_2.pth', dict(resume=True), ('x/epoch_2.pth', '--resume')),
+])
+def test_resume_request(cli, cfg, expected):
+    assert checkpoint_check.resume_request(cli, Config(cfg)) == expected
 
 
 def test_resume_refuses_when_no_checkpoint_is_complete(tmp_path):
@@ -282,7 +296,8 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(
         SMALL_DEMO, train_cfg=dict(val_interval=10),
         default_hooks=dict(checkpoint=dict(interval=1, max_keep_ckpts=1, save_best=None))))
     if backend == 'local':
-        # --resume, and a config's own resume=True (MMEngine would load the truncated file)
+        # --resume, and a config's own resume=True (MMEngine would try last_checkpoint's
+        # deleted epoch_1.pth)
         for args, option in ((['--resume'], '--resume'),
                              (['--cfg-options', 'resume=True'], 'resume=True')):
             line = _tool_error(['train.py', resume_cfg] + args)

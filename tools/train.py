@@ -45,15 +45,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    """Train: resolve what to resume from, check the checkpoint, run MMEngine's Runner.
+
+    Args:
+        argv (list[str], optional): arguments; ``sys.argv[1:]`` by default.
+    """
     args = parse_args(argv)
     cfg = load_config(args)
     if args.amp:
         enable_amp(cfg)
-    resume, option = args.resume, '--resume'
-    if resume is None and cfg.get('resume') is True and not cfg.get('load_from'):
-        # a config's own resume=True means MMEngine's "the latest checkpoint of the work dir":
-        # take the same path as --resume without a file
-        resume, option = 'auto', 'resume=True'
+    resume, option = checkpoint_check.resume_request(args.resume, cfg)
     if resume == 'auto':
         # the newest complete checkpoint (one cut short by a killed save is skipped); without
         # one the run starts as the config says (from its load_from, if it has one)

@@ -8,8 +8,9 @@ tensor skipped (a warning in the log), so that ``tools/test.py`` evaluates rando
 
 The tools call :func:`check_run_checkpoint` after building the runner and before it loads
 anything: every such file gives one :class:`CheckpointError` line that names the file and what is
-wrong with it. ``--resume`` without a file uses :func:`find_resumable_checkpoint`, which skips a
-checkpoint left incomplete and resumes from the newest complete one.
+wrong with it. ``--resume`` without a file, and a config's ``resume=True`` without ``load_from``
+(:func:`resume_request`), use :func:`find_resumable_checkpoint`, which skips a checkpoint left
+incomplete and resumes from the newest complete one.
 """
 import glob
 import logging
@@ -210,6 +211,29 @@ def _last_checkpoint_record(work_dir: str) -> Optional[str]:
         return f.read().strip() or None
 
 
+def resume_request(cli_resume: Optional[str], cfg) -> Tuple[Optional[str], str]:
+    """What a training run resumes from, and the option that asked for it.
+
+    ``--resume`` on the command line wins. Without it, a config's ``resume=True`` with no
+    ``load_from`` is MMEngine's "the latest checkpoint of the work dir" (the file named in
+    ``last_checkpoint``, which a killed save can leave deleted or truncated): it is taken as
+    ``--resume`` without a file, the newest complete checkpoint. A config that names its
+    ``load_from`` is left to MMEngine.
+
+    Args:
+        cli_resume (str | None): ``--resume``'s value: None (not given), ``'auto'`` (given
+            without a file) or a checkpoint path.
+        cfg (Config): the run's config (``resume``, ``load_from``).
+
+    Returns:
+        tuple[str | None, str]: ``'auto'``, a checkpoint path, or None (nothing for the tool
+        to resolve), and ``'--resume'`` or ``'resume=True'`` for the messages.
+    """
+    if cli_resume is None and cfg.get('resume') is True and not cfg.get('load_from'):
+        return 'auto', 'resume=True'
+    return cli_resume, '--resume'
+
+
 def find_resumable_checkpoint(work_dir: str, option: str = '--resume') -> Optional[str]:
     """The newest complete checkpoint of a work dir, for ``--resume`` without a file.
 
@@ -251,6 +275,8 @@ def find_resumable_checkpoint(work_dir: str, option: str = '--resume') -> Option
     if skipped:
         raise CheckpointError(f'{option}: no complete checkpoint in {work_dir}: '
                               + '; '.join(skipped))
+    print_log(f'{option}: no checkpoint in {work_dir} yet: the run starts as the config says',
+              'current', level=logging.INFO)
     return None
 
 
@@ -298,4 +324,4 @@ def check_same_checkpoint_on_every_rank(path: Optional[str], option: str = '--re
         listing = ', '.join(f'rank {r}: {p or "none"}' for r, p in enumerate(found))
         raise CheckpointError(f'{option}: the ranks found different checkpoints ({listing}): put '
                               'the work dir on storage every node sees, or pass --resume FILE '
-                              'with a file that every node has')
+                              '(or set load_from) with a file that every node has')

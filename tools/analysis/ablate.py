@@ -60,6 +60,8 @@ VARIANT_KEYS = ('config', 'cfg_options')
 SCHEDULE_KEYS = ('max_epochs', 'val_interval')
 #: characters of a variant name (it names a folder)
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9_.+-]+$')
+#: characters of ``summary_name`` (the summary files are ``<name>.md`` and ``<name>.png``)
+SUMMARY_NAME_PATTERN = re.compile(r'^[A-Za-z0-9_+-]+$')
 #: characters of a failed run's log kept in its record
 LOG_TAIL_CHARS = 3000
 
@@ -207,8 +209,9 @@ def spec_from_dict(raw: dict, path: str) -> Spec:
         isinstance(v, int) and v > 0 for v in shape)), path,
         f'complexity_input must be (channels, height, width) of one input, got {shape!r}')
     name = opts['summary_name']
-    _check(isinstance(name, str) and bool(NAME_PATTERN.match(name)), path,
-           f'summary_name must be a file name without a folder or suffix, got {name!r}')
+    _check(isinstance(name, str) and bool(SUMMARY_NAME_PATTERN.match(name)), path,
+           'summary_name must be a file name without a folder or suffix (letters, digits, _ + -), '
+           f'got {name!r}')
     work_root = opts['work_root'] or osp.join(
         'work_dirs', 'ablations', osp.splitext(osp.basename(path))[0])
     return Spec(
